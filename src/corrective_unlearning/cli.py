@@ -1,0 +1,115 @@
+"""The ``corrective`` command line."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+
+EPILOG = "Any trailing key=value arguments override the config, e.g. recipe.steps=1000 dataset.val_size=0."
+
+
+def _train_config(args):
+    from .config import TrainConfig, apply_overrides, from_dict, read_yaml
+
+    data = read_yaml(args.config) if args.config else {}
+    flags = {
+        "dataset.name": args.dataset, "dataset.data_dir": args.data_dir, "dataset.path": args.data_path,
+        "model": args.model, "manipulation.name": args.manipulation, "manipulation.n": args.n,
+        "seed": args.seed, "device": args.device, "out": args.out, "recipe.steps": args.steps,
+    }
+    overrides = [f"{k}={v}" for k, v in flags.items() if v is not None]
+    if args.download:
+        overrides.append("dataset.download=true")
+    if args.no_cache:
+        overrides.append("cache=false")
+    if args.compile:
+        overrides.append("compile=true")
+    return from_dict(TrainConfig, apply_overrides(data, overrides + args.overrides))
+
+
+def cmd_train(args) -> int:
+    from .config import to_dict, write_yaml
+    from .data import load_dataset
+    from .experiment import build_setting, evaluate, train_original
+    from .records import environment, write_json_atomic
+    from .report.tables import format_metrics
+    from .runtime import Runtime, Stopwatch
+
+    config = _train_config(args)
+    recipe = config.resolved_recipe()
+    runtime = Runtime.create(config.device, config.compile, progress=not args.quiet)
+    started = time.time()
+    dataset = load_dataset(config.dataset.name, **config.dataset.loader_options())
+    m = config.manipulation
+    val_size = config.dataset.resolved_val_size(len(dataset.train_labels))
+    setting = build_setting(dataset, m.name, m.n, config.seed, runtime, val_size, **m.params)
+    model, info = train_original(setting, config.model_name, recipe, runtime, use_cache=config.cache)
+    with Stopwatch(runtime) as clock:
+        metrics = evaluate(model, setting, runtime)
+    provenance = "cached" if info["cache"] == "hit" else f"trained in {info['train_seconds']:.1f} s"
+    title = f"original model: {dataset.name} / {config.model_name} / {m.name} n={m.n} / seed {config.seed} ({provenance})"
+    print(format_metrics(metrics, setting, title))
+
+    out = Path(config.out) / f"train-{dataset.name}-{config.model_name}-{m.name}-n{m.n}-seed{config.seed}"
+    resolved = {**to_dict(config), "model": config.model_name, "recipe": recipe.__dict__}
+    write_yaml(out / "config.yaml", resolved)
+    write_json_atomic(out / "record.json", {
+        "kind": "original", "config": resolved, "setting": setting.describe(),
+        "index_hashes": setting.index_hashes(), "training": info, "metrics": metrics,
+        "timings": {"train_seconds": info["train_seconds"], "eval_seconds": clock.seconds,
+                    "total_seconds": time.time() - started},
+        "environment": {**environment(), **runtime.describe()},
+    })
+    print(f"record: {out / 'record.json'}")
+    return 0
+
+
+def cmd_datasets(_args) -> int:
+    from .data import SOURCES
+
+    for name, loader in SOURCES.items():
+        print(f"{name:15s} {(loader.__doc__ or '').strip().splitlines()[0]}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="corrective", description=__doc__ or "corrective unlearning")
+    parser.add_argument("--version", action="version", version=f"corrective-unlearning {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="build the manipulated training set, train (or load) the original model, "
+                                         "evaluate it", epilog=EPILOG)
+    train.add_argument("--config", help="YAML config file")
+    train.add_argument("--dataset", help="cifar10 | cifar100 | fashion-mnist | synthetic | tensors")
+    train.add_argument("--data-dir", help="directory holding the dataset files")
+    train.add_argument("--data-path", help="explicit path of the dataset file or folder")
+    train.add_argument("--download", action="store_true", help="download missing dataset files into the data dir")
+    train.add_argument("--model", help="resnet9 | wrn28x10 | small_cnn (default: the dataset's)")
+    train.add_argument("--manipulation", help="poison | interclass | random_labels")
+    train.add_argument("--n", type=int, help="number of manipulated training samples")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--steps", type=int, help="training steps (default: the dataset's recipe)")
+    train.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    train.add_argument("--compile", action="store_true", help="torch.compile the model (pays on long CUDA runs)")
+    train.add_argument("--no-cache", action="store_true", help="retrain even if a cached original model exists")
+    train.add_argument("--out", help="output folder (default: runs)")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("overrides", nargs="*", metavar="key=value")
+    train.set_defaults(handler=cmd_train)
+
+    datasets = sub.add_parser("datasets", help="list the registered data sources")
+    datasets.set_defaults(handler=cmd_datasets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"error: {message}", file=sys.stderr)
+        return 2

@@ -1,0 +1,73 @@
+"""SPEC section 8 metrics, computed from index-keyed predictions (never from a shuffled loader).
+
+One batched pass per view: the clean test set, the triggered test set (poison only), and the training samples
+that metrics need (S_m, scored as the model saw them: with their trigger; and the validation split).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..runtime import Runtime
+from .predict import predict
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Per-sample predictions. ``train[i]`` is -1 for training samples that were not evaluated."""
+
+    test_clean: torch.Tensor
+    test_triggered: torch.Tensor | None
+    train: torch.Tensor
+
+
+def accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> float:
+    """Percent correct; NaN for an empty set (so an empty view is visible, not silently 0 or 100)."""
+    if len(labels) == 0:
+        return float("nan")
+    return 100.0 * float((predicted == labels).float().mean())
+
+
+def collect_predictions(model: nn.Module, setting, runtime: Runtime) -> Predictions:
+    """``setting`` is an :class:`~corrective_unlearning.experiment.Setting` with its device banks."""
+    manipulated = setting.manipulated
+    all_test = torch.arange(len(setting.dataset.test_labels))
+    test_clean = predict(model, setting.test_bank, all_test, runtime)
+    test_triggered = None
+    if manipulated.trigger is not None:
+        test_triggered = predict(model, setting.test_bank, all_test, runtime, stamp=True)
+    wanted = torch.cat([manipulated.manipulated, setting.val_idx])
+    train = torch.full((len(manipulated.labels),), -1, dtype=torch.int64)
+    if len(wanted):
+        train[wanted] = predict(model, setting.train_bank, wanted, runtime, stamp=manipulated.triggered[wanted])
+    return Predictions(test_clean, test_triggered, train)
+
+
+def compute_metrics(setting, predictions: Predictions, forget: torch.Tensor | None = None) -> dict[str, float]:
+    """All metrics of SPEC section 8 that the predictions determine; with ``forget`` (S_f) also the
+    deletion-set metrics. Accuracies are in percent and always against clean labels, except
+    ``deletion_change``, which is measured against the given (possibly corrupted) labels."""
+    m = setting.manipulated
+    test_labels = setting.dataset.test_labels
+    metrics: dict[str, float] = {"test_acc": accuracy(predictions.test_clean, test_labels)}
+    for name, view in m.test_views.items():
+        preds = predictions.test_triggered if view.triggered else predictions.test_clean
+        metrics[f"{name}_acc"] = accuracy(preds[view.indices], test_labels[view.indices])
+    if m.name == "poison":
+        target = m.params["target"]
+        nontarget = m.test_views["affected_nontarget"].indices
+        metrics["attack_success"] = 100.0 * float((predictions.test_triggered[nontarget] == target).float().mean())
+    for c, name in enumerate(setting.dataset.classes):
+        in_class = test_labels == c
+        metrics[f"class_acc/{name}"] = accuracy(predictions.test_clean[in_class], test_labels[in_class])
+    train, clean = predictions.train, m.clean_labels
+    metrics["manipulated_acc"] = accuracy(train[m.manipulated], clean[m.manipulated])
+    metrics["val_acc"] = accuracy(train[setting.val_idx], clean[setting.val_idx])
+    if forget is not None:
+        undiscovered = m.manipulated[~torch.isin(m.manipulated, forget)]
+        metrics["forget_acc"] = accuracy(train[forget], clean[forget])
+        metrics["undiscovered_acc"] = accuracy(train[undiscovered], clean[undiscovered])
+        metrics["deletion_change"] = 100.0 - accuracy(train[forget], m.labels[forget])
+    return metrics

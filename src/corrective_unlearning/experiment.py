@@ -1,0 +1,120 @@
+"""The corrective setting end to end: data -> split -> manipulation -> original model (cached) -> metrics."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .cache import ModelCache, cache_key
+from .data import ImageDataset, stratified_split
+from .data.locate import cache_dir
+from .evaluation import collect_predictions, compute_metrics
+from .manipulations import Manipulated, index_hash, manipulate
+from .models import create_model
+from .runtime import Runtime
+from .training import ImageBank, Recipe, train
+
+
+@dataclass
+class Setting:
+    """A manipulated training set with its held-out validation split and device-resident image banks.
+
+    ``train_idx`` is S_tr (the validation split is excluded from it and never manipulated).
+    """
+
+    dataset: ImageDataset
+    train_idx: torch.Tensor
+    val_idx: torch.Tensor
+    manipulated: Manipulated
+    seed: int
+    train_bank: ImageBank
+    test_bank: ImageBank
+
+    def index_hashes(self) -> dict[str, str]:
+        return {"train": index_hash(self.train_idx), "val": index_hash(self.val_idx),
+                "manipulated": index_hash(self.manipulated.manipulated)}
+
+    def describe(self) -> dict:
+        m = self.manipulated
+        return {"dataset": self.dataset.name, "dataset_checksum": self.dataset.checksum,
+                "dataset_origin": self.dataset.origin, "val_size": len(self.val_idx),
+                "manipulation": m.name, "n": m.size, "manipulation_params": m.params, "seed": self.seed}
+
+
+def build_setting(
+    dataset: ImageDataset,
+    manipulation: str,
+    n: int,
+    seed: int,
+    runtime: Runtime,
+    val_size: int = 0,
+    **params,
+) -> Setting:
+    train_idx, val_idx = stratified_split(dataset.train_labels, val_size, seed)
+    manipulated = manipulate(manipulation, dataset, train_idx, n, seed, **params)
+    device = runtime.device
+    return Setting(
+        dataset=dataset,
+        train_idx=train_idx,
+        val_idx=val_idx,
+        manipulated=manipulated,
+        seed=seed,
+        train_bank=ImageBank(dataset.train_images, dataset.mean, dataset.std, device, manipulated.trigger),
+        test_bank=ImageBank(dataset.test_images, dataset.mean, dataset.std, device, manipulated.trigger),
+    )
+
+
+def new_model(setting: Setting, model_name: str, seed: int, runtime: Runtime) -> nn.Module:
+    """A freshly initialised model; the initialisation is seeded."""
+    torch.manual_seed(seed)
+    model = create_model(model_name, setting.dataset.num_classes, setting.dataset.in_channels)
+    return runtime.prepare(model)
+
+
+def original_spec(setting: Setting, model_name: str, recipe: Recipe) -> dict:
+    return {**setting.describe(), "model": model_name, "recipe": dataclasses.asdict(recipe)}
+
+
+def selection_score(setting: Setting, recipe: Recipe, runtime: Runtime):
+    """Checkpoint score for recipe.checkpoint: validation accuracy, or the reference's leaky test accuracy."""
+    from .evaluation import accuracy, predict
+
+    if recipe.checkpoint == "val":
+        if len(setting.val_idx) == 0:
+            raise ValueError("recipe.checkpoint='val' needs a validation split: set dataset.val_size > 0")
+        labels = setting.manipulated.clean_labels[setting.val_idx]
+        return lambda model: accuracy(predict(model, setting.train_bank, setting.val_idx, runtime), labels)
+    if recipe.checkpoint == "test":
+        every = torch.arange(len(setting.dataset.test_labels))
+        return lambda model: accuracy(predict(model, setting.test_bank, every, runtime), setting.dataset.test_labels)
+    return None
+
+
+def train_original(
+    setting: Setting, model_name: str, recipe: Recipe, runtime: Runtime, use_cache: bool = True
+) -> tuple[nn.Module, dict]:
+    """Train recipe A on the manipulated training set, or load the identical model from the cache."""
+    spec = original_spec(setting, model_name, recipe)
+    key = cache_key(spec)
+    cache = ModelCache(cache_dir() / "originals")
+    model = new_model(setting, model_name, setting.seed, runtime)
+    if use_cache:
+        meta = cache.load(key, model)
+        if meta is not None:
+            return runtime.prepare(model), {"cache": "hit", "cache_key": key, "train_seconds": meta["train_seconds"]}
+    log = train(
+        model, setting.train_bank, setting.manipulated.labels, setting.train_idx, recipe,
+        seed=setting.seed, runtime=runtime, triggered=setting.manipulated.triggered,
+        select=selection_score(setting, recipe, runtime), desc=f"original {model_name}",
+    )
+    info = {"cache": "miss", "cache_key": key, "train_seconds": log.seconds, "losses": log.losses,
+            "selected_step": log.selected_step, "checkpoint": recipe.checkpoint}
+    if use_cache:
+        cache.save(key, model, {"spec": spec, "train_seconds": log.seconds})
+    return model, info
+
+
+def evaluate(model: nn.Module, setting: Setting, runtime: Runtime, forget: torch.Tensor | None = None) -> dict:
+    return compute_metrics(setting, collect_predictions(model, setting, runtime), forget)

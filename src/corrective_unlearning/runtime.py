@@ -1,0 +1,68 @@
+"""Where and how tensors run: device, mixed precision, compilation, progress bars, synchronised timing."""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+import torch
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} was asked for, but CUDA is not available on this machine")
+    return device
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """bf16 autocast and channels_last on CUDA; float32 on CPU with the same code path."""
+
+    device: torch.device = torch.device("cpu")
+    compile: bool = False
+    progress: bool = True
+
+    @classmethod
+    def create(cls, device: str = "auto", compile: bool = False, progress: bool = True) -> "Runtime":
+        return cls(resolve_device(device), compile, progress)
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else contextlib.nullcontext()
+
+    def synchronize(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.cuda else model
+
+    def describe(self) -> dict:
+        info = {"device": str(self.device), "compile": self.compile, "torch": torch.__version__}
+        if self.cuda:
+            info["gpu"] = torch.cuda.get_device_name(self.device)
+        return info
+
+
+class Stopwatch:
+    """Wall-clock seconds with the device synchronised at both ends (never CPU process time)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.seconds = 0.0
+
+    def __enter__(self) -> "Stopwatch":
+        self.runtime.synchronize()
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.runtime.synchronize()
+        self.seconds = time.perf_counter() - self._start

@@ -1,0 +1,63 @@
+"""Whole datasets held on the device as uint8, turned into normalised batches there (crop, flip, trigger)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..manipulations import Trigger
+
+
+class ImageBank:
+    """uint8 images ``[N, C, H, W]`` resident on ``device``, with their normalisation and optional trigger."""
+
+    def __init__(self, images: torch.Tensor, mean, std, device: torch.device, trigger: Trigger | None = None):
+        self.device = torch.device(device)
+        self.images = images.to(self.device)
+        self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
+        self.trigger = trigger
+        self.channels_last = self.device.type == "cuda"
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batch(
+        self,
+        indices: torch.Tensor,
+        stamp: torch.Tensor | bool = False,
+        crop_padding: int = 0,
+        flip: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Normalised float batch of ``images[indices]``.
+
+        ``stamp``: True stamps the trigger on all, a bool tensor on those flagged. The stamp comes after the
+        crop and flip, as in the reference, so the patch never moves.
+        """
+        x = self.images[indices.to(self.device)]
+        if crop_padding:
+            x = random_crop(x, crop_padding, generator)
+        if flip:
+            x = random_flip(x, generator)
+        if self.trigger is not None and (stamp is True or isinstance(stamp, torch.Tensor)):
+            x = self.trigger.stamp(x, None if stamp is True else stamp.to(self.device))
+        x = (x.float().div_(255) - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Zero-pad by ``padding`` and crop back at a random offset per image, in one gather."""
+    b, c, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4)
+    dy = torch.randint(0, 2 * padding + 1, (b,), device=x.device, generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (b,), device=x.device, generator=generator)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    channel = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, channel, rows, cols]
+
+
+def random_flip(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    flip = torch.rand(len(x), device=x.device, generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)

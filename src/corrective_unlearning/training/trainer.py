@@ -1,0 +1,134 @@
+"""Recipe A as one function used by every caller: the original model, retraining and fine-tuning methods.
+
+No DataLoader: the whole training set sits on the device as uint8 (an :class:`ImageBank`); each step gathers a
+batch, crops, flips and stamps it on the device. The index order for every step is drawn up front from a seeded
+generator, so a run is deterministic for a seed on the CPU.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..runtime import Runtime, Stopwatch
+from .bank import ImageBank
+from .recipe import Recipe
+
+# A batch loss: (model, inputs, targets, sample indices) -> scalar. The default is cross-entropy.
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+CHECK_EVERY = 50  # steps between finiteness checks and progress updates (each one syncs the device)
+
+
+class DivergenceError(FloatingPointError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainLog:
+    steps: int
+    seconds: float
+    losses: list[float] = field(default_factory=list)  # mean loss over each CHECK_EVERY window
+    selected_step: int | None = None
+    selected_score: float | None = None
+
+
+def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, _indices: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(model(x), y)
+
+
+def step_order(indices: torch.Tensor, steps: int, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """``[steps, batch]`` sample indices: consecutive seeded permutations (epochs) cut into full batches."""
+    batch_size = min(batch_size, len(indices))
+    epochs = math.ceil(steps * batch_size / len(indices))
+    perms = [indices[torch.randperm(len(indices), generator=generator)] for _ in range(epochs)]
+    return torch.cat(perms)[: steps * batch_size].view(steps, batch_size)
+
+
+def train(
+    model: nn.Module,
+    bank: ImageBank,
+    labels: torch.Tensor,
+    indices: torch.Tensor,
+    recipe: Recipe,
+    *,
+    seed: int,
+    runtime: Runtime,
+    triggered: torch.Tensor | None = None,
+    parameters: Iterable[nn.Parameter] | None = None,
+    loss_fn: LossFn = cross_entropy,
+    select: Callable[[nn.Module], float] | None = None,
+    desc: str = "train",
+) -> TrainLog:
+    """Train ``model`` in place on ``indices`` of ``bank`` with ``labels`` (the given, possibly corrupted ones).
+
+    ``triggered`` flags samples that carry the trigger; ``parameters`` restricts the update (last-k variants);
+    ``select`` scores a checkpoint when ``recipe.checkpoint`` is ``val`` or ``test`` (higher is better).
+    """
+    if len(indices) == 0:
+        raise ValueError("cannot train on an empty index set")
+    if recipe.checkpoint != "last" and select is None:
+        raise ValueError(f"recipe.checkpoint={recipe.checkpoint!r} needs a selection score")
+    device = bank.device
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    order = step_order(indices.cpu(), recipe.steps, recipe.batch_size, generator).to(device)
+    aug_generator = torch.Generator(device=device).manual_seed(seed + 1)
+    labels, triggered = labels.to(device), None if triggered is None else triggered.to(device)
+
+    params = [p for p in (model.parameters() if parameters is None else parameters) if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, recipe.lr_factor)
+    forward = torch.compile(model) if runtime.compile else model
+    epoch_steps = max(1, len(indices) // order.shape[1])
+    eval_every = recipe.eval_every or epoch_steps
+    log = TrainLog(steps=recipe.steps, seconds=0.0)
+    best_state, losses = None, torch.zeros(recipe.steps, device=device)
+
+    model.train()
+    bar = tqdm(total=recipe.steps, desc=desc, disable=not runtime.progress, leave=False)
+    with Stopwatch(runtime) as clock:
+        for step in range(recipe.steps):
+            batch = order[step]
+            stamp = triggered[batch] if triggered is not None else False
+            x = bank.batch(batch, stamp, recipe.crop_padding, recipe.flip, aug_generator)
+            with runtime.autocast():
+                loss = loss_fn(forward, x, labels[batch], batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses[step] = loss.detach().float()
+            if (step + 1) % CHECK_EVERY == 0 or step + 1 == recipe.steps:
+                window = losses[step + 1 - ((step % CHECK_EVERY) + 1) : step + 1]
+                _check_finite(window, step + 1 - len(window), recipe)
+                log.losses.append(float(window.mean()))
+                bar.set_postfix(loss=f"{log.losses[-1]:.3f}", lr=f"{schedule.get_last_lr()[0]:.4f}")
+                bar.update(len(window))
+            if select is not None and recipe.checkpoint != "last" and ((step + 1) % eval_every == 0
+                                                                       or step + 1 == recipe.steps):
+                score = select(model)
+                model.train()
+                if log.selected_score is None or score > log.selected_score:
+                    log.selected_step, log.selected_score = step + 1, score
+                    best_state = copy.deepcopy(model.state_dict())  # a copy, never an alias of the live model
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    log.seconds = clock.seconds
+    return log
+
+
+def _check_finite(window: torch.Tensor, first_step: int, recipe: Recipe) -> None:
+    bad = torch.nonzero(~torch.isfinite(window)).flatten()
+    if len(bad):
+        step = first_step + int(bad[0])
+        raise DivergenceError(
+            f"training diverged: loss is {float(window[bad[0]])} at step {step} of {recipe.steps} "
+            f"(learning rate {recipe.lr_at(step):.5g}, base lr {recipe.lr}); lower the learning rate"
+        )
