@@ -27,7 +27,10 @@ class Runtime:
 
     @classmethod
     def create(cls, device: str = "auto", compile: bool = False, progress: bool = True) -> "Runtime":
-        return cls(resolve_device(device), compile, progress)
+        resolved = resolve_device(device)
+        if resolved.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed batch shapes: autotuned kernels pay for themselves
+        return cls(resolved, compile, progress)
 
     @property
     def cuda(self) -> bool:
