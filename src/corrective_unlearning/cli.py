@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -20,7 +21,8 @@ def _train_config(args):
         "model": args.model, "manipulation.name": args.manipulation, "manipulation.n": args.n,
         "seed": args.seed, "device": args.device, "out": args.out, "recipe.steps": args.steps,
     }
-    overrides = [f"{k}={v}" for k, v in flags.items() if v is not None]
+    # json.dumps quotes strings, so a flag value is taken literally, never re-read as YAML ("runs #2", "2024")
+    overrides = [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
     if args.download:
         overrides.append("dataset.download=true")
     if args.no_cache:
@@ -67,6 +69,39 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_methods(_args) -> int:
+    from .methods import METHODS, expand_grid
+
+    for name, spec in METHODS.items():
+        print(f"{name:8s} {spec.summary}")
+        print(f"{'':8s}   defaults: {spec.defaults}")
+        print(f"{'':8s}   paper grid: {len(expand_grid(spec.grid))} setting(s) {spec.grid}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .grid import load_grid_config, projection, run_grid
+
+    config = load_grid_config(args.config, args.overrides)
+    written = run_grid(config, args.out, progress=not args.quiet)
+    failed = [r for r in written if r["status"] != "ok"]
+    for record in failed:
+        print(f"FAILED {record['cell']}: {record['error']}", file=sys.stderr)
+    if written:
+        print(projection(config, written))
+    print(f"records in {Path(args.out) / 'records'}; next: corrective report {args.out}")
+    return 1 if failed else 0
+
+
+def cmd_report(args) -> int:
+    from .report.build import build_report
+
+    outputs = build_report(args.results, args.out)
+    for name, path in outputs.items():
+        print(f"{name:12s} {path}")
+    return 0
+
+
 def cmd_datasets(_args) -> int:
     from .data import SOURCES
 
@@ -99,6 +134,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.add_argument("overrides", nargs="*", metavar="key=value")
     train.set_defaults(handler=cmd_train)
+
+    methods = sub.add_parser("methods", help="list every registered unlearning method with its hyperparameters")
+    methods.set_defaults(handler=cmd_methods)
+
+    run = sub.add_parser("run", help="run a grid recipe (resumes: finished cells are skipped)", epilog=EPILOG)
+    run.add_argument("config", help="grid recipe YAML, e.g. configs/paper1/fashion-mnist-poison.yaml")
+    run.add_argument("--out", required=True, help="results folder (records/ and config.yaml go there)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("overrides", nargs="*", metavar="key=value")
+    run.set_defaults(handler=cmd_run)
+
+    report = sub.add_parser("report", help="tables (CSV, Parquet, Markdown) and figures from a results folder")
+    report.add_argument("results", help="results folder written by 'corrective run'")
+    report.add_argument("--out", help="report folder (default: <results>/report)")
+    report.set_defaults(handler=cmd_report)
 
     datasets = sub.add_parser("datasets", help="list the registered data sources")
     datasets.set_defaults(handler=cmd_datasets)

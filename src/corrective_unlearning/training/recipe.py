@@ -3,7 +3,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import torch
+
 CHECKPOINT_RULES = ("last", "val", "test")
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("warmup_linear", "constant")
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,8 @@ class Recipe:
     flip: bool = True
     checkpoint: str = "last"
     eval_every: int = 0
+    optimizer: str = "sgd"  # adam: the original bad-teacher recipe
+    schedule: str = "warmup_linear"  # constant: no warm-up, no decay
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
@@ -34,6 +40,9 @@ class Recipe:
             raise ValueError(f"recipe lr must be > 0, got {self.lr}")
         if self.checkpoint not in CHECKPOINT_RULES:
             raise ValueError(f"recipe checkpoint must be one of {CHECKPOINT_RULES}, got {self.checkpoint!r}")
+        if self.optimizer not in OPTIMIZERS or self.schedule not in SCHEDULES:
+            raise ValueError(f"recipe optimizer must be one of {OPTIMIZERS} and schedule one of {SCHEDULES}, "
+                             f"got {self.optimizer!r} and {self.schedule!r}")
 
     @property
     def warmup_steps(self) -> int:
@@ -41,6 +50,8 @@ class Recipe:
 
     def lr_factor(self, step: int) -> float:
         """Multiplier of ``lr`` at 0-based ``step``: warm-up ``(t+1)/(w+1)``, then ``1 - (t-w)/(1.25 * steps)``."""
+        if self.schedule == "constant":
+            return 1.0
         w = self.warmup_steps
         if step < w:
             return (step + 1) / (w + 1)
@@ -51,6 +62,11 @@ class Recipe:
 
     def replace(self, **changes) -> "Recipe":
         return Recipe(**{**asdict(self), **changes})
+
+    def make_optimizer(self, params) -> torch.optim.Optimizer:
+        if self.optimizer == "adam":
+            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
 
 # Per-dataset defaults of the reference (CIFAR) and of this project's CPU-sized Fashion-MNIST setting.

@@ -81,7 +81,7 @@ def train(
     labels, triggered = labels.to(device), None if triggered is None else triggered.to(device)
 
     params = [p for p in (model.parameters() if parameters is None else parameters) if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    optimizer = recipe.make_optimizer(params)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, recipe.lr_factor)
     forward = torch.compile(model) if runtime.compile else model
     epoch_steps = max(1, len(indices) // order.shape[1])

@@ -1,0 +1,44 @@
+"""BadT, the bad-teacher distillation (SPEC section 5)."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from . import method
+from .common import kl_to_teacher
+from .task import Task
+
+
+@method("badt", defaults={"variant": "original", "lr": None, "steps": None, "retain_fraction": 0.3,
+                          "batch_size": 256, "temperature": 1.0}, grid={"variant": ["bench"]})
+def bad_teacher(task: Task, hp: dict) -> nn.Module:
+    """Bad teacher: distil into a copy of M_o, towards a random teacher on S_f and towards M_o elsewhere
+    (variant original: Adam lr 1e-4, one epoch over S_f + 30% of the retain set; bench: recipe A's SGD,
+    a quarter of its steps, on all training data)."""
+    student = task.copy_original()
+    good = task.copy_original().eval()
+    bad = task.fresh_model(seed=task.seed + 1).eval()
+    is_forget = torch.zeros(len(task.labels), dtype=torch.bool, device=task.device)
+    is_forget[task.forget_idx.to(task.device)] = True
+
+    def loss(model, x, _y, indices):
+        with torch.no_grad():
+            target = torch.where(is_forget[indices][:, None], bad(x), good(x))
+        return kl_to_teacher(model(x), target, hp["temperature"])
+
+    if hp["variant"] == "original":
+        generator = torch.Generator().manual_seed(task.seed)
+        retain = task.retain_idx[torch.randperm(len(task.retain_idx), generator=generator)]
+        indices = torch.cat([task.forget_idx, retain[: round(hp["retain_fraction"] * len(retain))]])
+        steps = hp["steps"] or math.ceil(len(indices) / hp["batch_size"])
+        recipe = task.recipe.replace(optimizer="adam", lr=hp["lr"] or 1e-4, weight_decay=0.0, schedule="constant",
+                                     steps=steps, batch_size=hp["batch_size"])
+    elif hp["variant"] == "bench":
+        indices = task.train_idx
+        recipe = task.recipe.replace(steps=hp["steps"] or max(1, task.recipe.steps // 4), lr=hp["lr"] or task.recipe.lr)
+    else:
+        raise ValueError(f"badt variant must be 'original' or 'bench', got {hp['variant']!r}")
+    task.fit(student, indices, recipe, loss_fn=loss, desc="BadT")
+    return student

@@ -1,0 +1,33 @@
+"""Pieces several methods share: distillation losses and last-k-block parameter selection."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models import blocks
+
+
+def kl_to_teacher(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0):
+    """KL(teacher || student) on temperature-softened outputs, batch mean, scaled by T^2 as in distillation."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student_logits.float() / t, 1), F.softmax(teacher_logits.float() / t, 1),
+                    reduction="batchmean") * t * t
+
+
+def last_blocks(model: nn.Module, k: int) -> list[nn.Parameter]:
+    """Parameters of the model's last ``k`` blocks (all parameters when ``k`` is 0)."""
+    if k == 0:
+        return list(model.parameters())
+    model_blocks = blocks(model)
+    if not 0 < k <= len(model_blocks):
+        raise ValueError(f"last_k must be in [0, {len(model_blocks)}] for this model, got {k}")
+    return [p for block in model_blocks[-k:] for p in block.parameters()]
+
+
+def reinitialise(modules: list[nn.Module], seed: int) -> None:
+    torch.manual_seed(seed)
+    for block in modules:
+        for module in block.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()

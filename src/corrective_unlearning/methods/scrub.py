@@ -1,0 +1,88 @@
+"""SCRUB: alternate max-steps on S_f and min-steps on the retain set (SPEC section 5)."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..training import DivergenceError
+from . import method
+from .common import kl_to_teacher
+from .task import Task
+
+
+def _check(loss: torch.Tensor, where: str) -> None:
+    if not torch.isfinite(loss):
+        raise DivergenceError(f"SCRUB diverged: loss {float(loss)} in {where}; lower the learning rate")
+
+
+@method("scrub", defaults={"variant": "original", "lr": None, "alpha": 0.001, "gamma": 0.99, "temperature": 4.0,
+                           "epochs": 3, "msteps": 2, "forget_batch": 64, "retain_batch": 128, "steps": None,
+                           "max_steps": 100},
+        grid={"variant": ["bench"], "alpha": [0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10]})
+def scrub(task: Task, hp: dict) -> nn.Module:
+    """SCRUB (variant original: SGD lr 5e-4, max-steps on S_f in the first msteps of `epochs` epochs,
+    min-steps gamma*CE + alpha*KL on the retain set, T 4; bench: 1000 steps at lr 0.0025 with gradient ascent
+    on CE + alpha*KL over S_f during the first 100)."""
+    student, teacher = task.copy_original(), task.copy_original().eval()
+    variant = hp["variant"]
+    if variant not in ("original", "bench"):
+        raise ValueError(f"scrub variant must be 'original' or 'bench', got {variant!r}")
+    lr = hp["lr"] or (5e-4 if variant == "original" else 0.0025)
+    recipe = task.recipe.replace(lr=lr)
+    optimizer = recipe.make_optimizer(student.parameters())
+    generator = torch.Generator(device=task.device).manual_seed(task.seed)
+    t, alpha, gamma = hp["temperature"], hp["alpha"], hp["gamma"]
+
+    def outputs(indices):
+        x = task.inputs(indices, augment=True, generator=generator)
+        with torch.no_grad(), task.runtime.autocast():
+            teacher_logits = teacher(x)
+        with task.runtime.autocast():
+            return student(x), teacher_logits, task.labels[indices]
+
+    def step(loss):
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def max_step(indices):  # push the student away from the teacher on the deletion set
+        logits, teacher_logits, labels = outputs(indices)
+        divergence = kl_to_teacher(logits, teacher_logits, t)
+        ascent = divergence if variant == "original" else F.cross_entropy(logits.float(), labels) + alpha * divergence
+        step(-ascent)
+        return ascent
+
+    def min_step(indices):  # stay close to the teacher and the labels on the retain set
+        logits, teacher_logits, labels = outputs(indices)
+        loss = gamma * F.cross_entropy(logits.float(), labels) + alpha * kl_to_teacher(logits, teacher_logits, t)
+        step(loss)
+        return loss
+
+    student.train()
+    if variant == "original":
+        forget_steps = math.ceil(len(task.forget_idx) / hp["forget_batch"])
+        retain_steps = math.ceil(len(task.retain_idx) / hp["retain_batch"])
+        for epoch in range(hp["epochs"]):
+            seed = task.seed + 1000 * epoch
+            if epoch < hp["msteps"]:
+                for batch in task.stream(task.forget_idx, forget_steps, hp["forget_batch"], seed):
+                    loss = max_step(batch)
+                _check(loss, f"max-steps of epoch {epoch}")
+            for batch in task.stream(task.retain_idx, retain_steps, hp["retain_batch"], seed + 1):
+                loss = min_step(batch)
+            _check(loss, f"min-steps of epoch {epoch}")
+    else:
+        steps = hp["steps"] or max(1, task.recipe.steps // 4)
+        forget = task.stream(task.forget_idx, hp["max_steps"], task.recipe.batch_size, task.seed)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, recipe.replace(steps=steps).lr_factor)
+        for i, batch in enumerate(task.stream(task.retain_idx, steps, task.recipe.batch_size, task.seed + 1)):
+            if i < hp["max_steps"]:
+                max_step(next(forget))
+            loss = min_step(batch)
+            schedule.step()
+        _check(loss, "the final min-step")
+    student.eval()
+    return student

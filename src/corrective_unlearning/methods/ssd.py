@@ -1,0 +1,79 @@
+"""SSD, selective synaptic dampening (SPEC section 5): no training, only a per-weight dampening."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import method
+from .task import Task
+
+ALPHAS = [0.1, 1, 10, 50, 100, 500, 1e3, 1e4, 1e5, 1e6]
+LAMBDA_RATIOS = [0.1, 0.5, 1, 5, 10]
+
+
+def importance(task: Task, model: nn.Module, indices: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """Mean over full batches of the squared gradient of the batch-mean cross-entropy, in eval mode.
+
+    Every pass uses the same batch size: the squared gradient of a batch mean grows as the batch shrinks, so
+    mixing sizes would shift what alpha means with |S_f| (a defect of the reference code).
+    """
+    params = [p for p in model.parameters()]
+    totals = [torch.zeros_like(p, dtype=torch.float32) for p in params]
+    usable = len(indices) - len(indices) % batch_size
+    batches = indices[:usable].view(-1, batch_size)
+    was_training = model.training
+    model.eval()
+    for batch in batches:
+        with task.runtime.autocast():
+            loss = F.cross_entropy(model(task.inputs(batch)), task.labels[batch.to(task.device)])
+        for total, grad in zip(totals, torch.autograd.grad(loss, params, allow_unused=True)):
+            if grad is not None:
+                total.add_(grad.float().square())
+    model.train(was_training)
+    return [t / len(batches) for t in totals]
+
+
+def importances(task: Task, hp: dict) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(I_f, I_D), computed once per deletion set and shared by the whole alpha/lambda grid."""
+    forget = task.forget_idx
+    batch_size = min(hp["batch_size"], len(forget))
+    key = ("ssd", hp["importance_data"], batch_size, hp["importance_samples"])
+    if key not in task.cache:
+        pool = task.retain_idx if hp["importance_data"] == "retain" else task.train_idx
+        generator = torch.Generator().manual_seed(task.seed)
+        sample = pool[torch.randperm(len(pool), generator=generator)[: max(hp["importance_samples"], batch_size)]]
+        model = task.original
+        task.cache[key] = (importance(task, model, forget, batch_size), importance(task, model, sample, batch_size))
+    return task.cache[key]
+
+
+@torch.no_grad()
+def dampen(model: nn.Module, forget_imp, data_imp, alpha: float, lam: float) -> int:
+    """``theta *= min(lam * I_D / I_f, 1)`` where ``I_f > alpha * I_D``; returns how many weights changed."""
+    changed = 0
+    for param, i_f, i_d in zip(model.parameters(), forget_imp, data_imp):
+        selected = i_f > alpha * i_d
+        factor = (lam * i_d / i_f.clamp_min(torch.finfo(torch.float32).tiny)).clamp(max=1.0)
+        param.mul_(torch.where(selected, factor, torch.ones_like(factor)).to(param.dtype))
+        changed += int(selected.sum())
+    return changed
+
+
+@method(
+    "ssd",
+    defaults={"alpha": 10.0, "lambda": None, "lambda_ratio": 0.1, "importance_data": "retain",
+              "batch_size": 512, "importance_samples": 10000},
+    grid={"alpha": ALPHAS, "lambda_ratio": LAMBDA_RATIOS},
+)
+def selective_synaptic_dampening(task: Task, hp: dict) -> nn.Module:
+    """Selective synaptic dampening: shrink weights far more important to S_f than to the data (alpha,
+    lambda = lambda or alpha x lambda_ratio; importance from the retain set or, as in the original SSD, the
+    whole training set; original defaults alpha 10, lambda 1)."""
+    if hp["importance_data"] not in ("retain", "train"):
+        raise ValueError(f"ssd importance_data must be 'retain' or 'train', got {hp['importance_data']!r}")
+    forget_imp, data_imp = importances(task, hp)
+    lam = hp["lambda"] if hp["lambda"] is not None else hp["alpha"] * hp["lambda_ratio"]
+    model = task.copy_original()
+    dampen(model, forget_imp, data_imp, hp["alpha"], lam)
+    return model

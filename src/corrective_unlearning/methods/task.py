@@ -1,0 +1,90 @@
+"""What an unlearning method may see, and nothing more.
+
+A :class:`Task` carries the original model, the training images with their *given* labels, the deletion set S_f,
+the retain set S_tr \\ S_f, a validation split, the recipe and the device. It carries neither the test set nor the
+undiscovered part of S_m: undiscovered manipulated samples sit in the retain set like any other sample, and the
+per-sample trigger flags needed to render the training images are private to :meth:`inputs` and :meth:`fit`.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from ..runtime import Runtime
+from ..training import ImageBank, Recipe, train
+from ..training.trainer import LossFn, TrainLog, cross_entropy, step_order
+
+
+@dataclass
+class Task:
+    original: nn.Module
+    bank: ImageBank
+    labels: torch.Tensor  # given labels of the whole training split, on the device (treat as read-only)
+    forget_idx: torch.Tensor  # S_f
+    retain_idx: torch.Tensor  # S_tr \ S_f
+    val_idx: torch.Tensor
+    val_labels: torch.Tensor
+    num_classes: int
+    recipe: Recipe
+    runtime: Runtime
+    seed: int
+    _triggered: torch.Tensor = field(repr=False, default=None)  # rendering detail of the images, not a label
+    cache: dict = field(default_factory=dict, repr=False)  # per-deletion-set work shared by a method's grid
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
+
+    @property
+    def train_idx(self) -> torch.Tensor:
+        return torch.sort(torch.cat([self.forget_idx, self.retain_idx])).values
+
+    def copy_original(self) -> nn.Module:
+        """A deep copy of M_o: methods never modify the original in place."""
+        return copy.deepcopy(self.original)
+
+    def fresh_model(self, seed: int | None = None) -> nn.Module:
+        """Same architecture as M_o, every parameter and BN statistic re-initialised (seeded). Works for any
+        ``nn.Module`` whose layers define ``reset_parameters``."""
+        model = copy.deepcopy(self.original)
+        torch.manual_seed(self.seed if seed is None else seed)
+        for module in model.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        return model
+
+    def inputs(self, indices: torch.Tensor, augment: bool = False, generator: torch.Generator | None = None):
+        """Normalised images of ``indices`` exactly as in training (trigger included where the data has one)."""
+        indices = indices.to(self.device)
+        recipe = self.recipe
+        return self.bank.batch(indices, self._triggered[indices], recipe.crop_padding if augment else 0,
+                               recipe.flip and augment, generator)
+
+    def stream(self, indices: torch.Tensor, steps: int, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
+        """``steps`` batches of indices drawn epoch by epoch from seeded permutations of ``indices``."""
+        generator = torch.Generator().manual_seed(seed)
+        yield from step_order(indices.cpu(), steps, batch_size, generator).to(self.device)
+
+    def fit(
+        self,
+        model: nn.Module,
+        indices: torch.Tensor,
+        recipe: Recipe | None = None,
+        *,
+        loss_fn: LossFn = cross_entropy,
+        labels: torch.Tensor | None = None,
+        parameters=None,
+        desc: str = "unlearn",
+        seed: int | None = None,
+    ) -> TrainLog:
+        """Recipe A (or ``recipe``) on ``indices`` with the given labels: the one training loop."""
+        recipe = recipe or self.recipe
+        if recipe.checkpoint != "last":
+            recipe = recipe.replace(checkpoint="last")  # methods select by their own rules, never on test data
+        return train(model, self.bank, self.labels if labels is None else labels, indices, recipe,
+                     seed=self.seed if seed is None else seed, runtime=self.runtime, triggered=self._triggered,
+                     parameters=parameters, loss_fn=loss_fn, desc=desc)
