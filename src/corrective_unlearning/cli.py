@@ -94,11 +94,9 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report.build import build_report
+    from .report.build import build_report, print_summary
 
-    outputs = build_report(args.results, args.out)
-    for name, path in outputs.items():
-        print(f"{name:12s} {path}")
+    print_summary(build_report(args.results, args.out))
     return 0
 
 
@@ -106,7 +104,7 @@ def cmd_datasets(_args) -> int:
     from .data import SOURCES
 
     for name, loader in SOURCES.items():
-        print(f"{name:15s} {(loader.__doc__ or '').strip().splitlines()[0]}")
+        print(f"{name:15s} {((loader.__doc__ or '').strip().splitlines() or [''])[0]}")  # a source may lack a docstring
     return 0
 
 

@@ -27,7 +27,7 @@ def accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> float:
     """Percent correct; NaN for an empty set (so an empty view is visible, not silently 0 or 100)."""
     if len(labels) == 0:
         return float("nan")
-    return 100.0 * float((predicted == labels).float().mean())
+    return 100.0 * float((predicted == labels).double().mean())
 
 
 def collect_predictions(model: nn.Module, setting, runtime: Runtime) -> Predictions:

@@ -1,0 +1,70 @@
+"""Wall time of each unlearning method on one task, side by side in one run (synchronised wall clock).
+
+    python benchmarks/methods_speed.py                                   # CIFAR-10 when found, else Fashion-MNIST
+    python benchmarks/methods_speed.py --dataset cifar10 --n 500 --rate 0.5
+
+The original model comes from the cache (trained on first use). Each method runs with the paper-1 settings
+(its first grid point); SSD is timed twice: with its importances computed, and reusing them as its grid does.
+Evaluation of one cell is timed too.
+"""
+from __future__ import annotations
+
+import argparse
+
+from corrective_unlearning.data import DataNotFoundError, load_dataset
+from corrective_unlearning.experiment import build_setting, evaluate, train_original
+from corrective_unlearning.grid import deletion_set, make_task
+from corrective_unlearning.methods import METHODS, expand_grid
+from corrective_unlearning.runtime import Runtime, Stopwatch
+from corrective_unlearning.training import DEFAULT_MODELS, default_recipe
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default=None)
+    parser.add_argument("--manipulation", default="poison")
+    parser.add_argument("--n", type=int, default=None, help="manipulation size (default: 1%% of the training set)")
+    parser.add_argument("--rate", type=float, default=0.5)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--methods", default=",".join(METHODS.names()))
+    args = parser.parse_args()
+
+    runtime = Runtime.create(args.device, progress=False)
+    if args.dataset:
+        dataset = load_dataset(args.dataset)
+    else:
+        try:
+            dataset = load_dataset("cifar10")
+        except DataNotFoundError:
+            dataset = load_dataset("fashion-mnist")
+    n = args.n or len(dataset.train_labels) // 100
+    recipe, model_name = default_recipe(dataset.name), DEFAULT_MODELS[dataset.name]
+    setting = build_setting(dataset, args.manipulation, n, 0, runtime, round(0.05 * len(dataset.train_labels)))
+    original, info = train_original(setting, model_name, recipe, runtime)
+    forget = deletion_set(setting, args.rate)
+    task = make_task(setting, original, forget, recipe, runtime)
+    evaluate(original, setting, runtime, forget)  # warm-up: cuDNN autotuning stays out of the numbers
+
+    rows = [("original (recipe A training)", info["train_seconds"], info["cache"])]
+    with Stopwatch(runtime) as clock:
+        evaluate(original, setting, runtime, forget)
+    rows.append(("evaluation of one cell", clock.seconds, ""))
+    for name in args.methods.split(","):
+        spec = METHODS.get(name)
+        hparams = expand_grid(spec.grid)[0]
+        repeats = 2 if name == "ssd" else 1
+        for repeat in range(repeats):
+            with Stopwatch(runtime) as clock:
+                spec(task, hparams)
+            note = "importances shared with the grid" if repeat else ""
+            rows.append((f"{name} {hparams}", clock.seconds, note))
+
+    print(f"\n{dataset.name} / {model_name} / {args.manipulation} n={n} / rate {args.rate} "
+          f"(|S_f| = {len(forget)}), device: {runtime.describe().get('gpu', runtime.device)}")
+    print(f"{'what':60s} {'seconds':>9s}  note")
+    for what, seconds, note in rows:
+        print(f"{what:60s} {seconds:9.2f}  {note}")
+
+
+if __name__ == "__main__":
+    main()

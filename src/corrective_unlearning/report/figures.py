@@ -1,0 +1,111 @@
+"""Figures in the style of paper 1 (Figures 2-7): one panel per manipulation size, accuracy against the
+discovery rate, one line per method with its spread over seeds as a band, the original model as a dashed line.
+
+The figures take already aggregated curves (see :mod:`.build`), so they hold no selection or averaging logic.
+"""
+from __future__ import annotations
+
+import textwrap
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: never needs a display, safe on headless machines and in threads
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ..grid import ORIGINAL  # noqa: E402
+
+DPI = 120
+PANEL_WIDTH = 4.2  # inches
+
+# Fixed styles for the paper's methods, so every figure of every run reads the same; others hash into tab20.
+_STYLES = {
+    ORIGINAL: ("black", ""), "eu": ("tab:blue", "o"), "cf": ("tab:orange", "s"), "ssd": ("tab:green", "D"),
+    "badt": ("tab:red", "X"), "scrub": ("tab:purple", "^"), "neggrad": ("tab:brown", "v"),
+    "neggrad+": ("tab:pink", "<"), "random_label": ("tab:olive", ">"), "salun": ("tab:cyan", "p"),
+    "l1_sparse": ("tab:gray", "h"), "npo": ("gold", "*"), "potion": ("teal", "P"), "rem": ("navy", "d"),
+    "rum": ("maroon", "8"),
+}
+_MARKERS = "osD^v<>pPX*h"
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A metric over discovery rates (fractions): mean over seeds and the seeds' min-max band."""
+    rates: np.ndarray
+    mean: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+
+
+def method_style(method: str) -> dict:
+    """Deterministic color and marker for a method (crc32, not hash(): stable across processes)."""
+    if method in _STYLES:
+        color, marker = _STYLES[method]
+    else:
+        key = zlib.crc32(method.encode())
+        color, marker = plt.get_cmap("tab20")(key % 20), _MARKERS[key % len(_MARKERS)]
+    return {"color": color, "marker": marker}
+
+
+def _draw_original(ax, curve: Curve) -> None:
+    style = method_style(ORIGINAL)
+    ax.axhline(curve.mean[0], color=style["color"], linestyle="--", linewidth=1.2, label=ORIGINAL)
+    if curve.hi[0] > curve.lo[0]:
+        ax.axhspan(curve.lo[0], curve.hi[0], color=style["color"], alpha=0.08, linewidth=0)
+
+
+def _draw_method(ax, method: str, curve: Curve) -> None:
+    style = method_style(method)
+    x = 100 * curve.rates
+    ax.plot(x, curve.mean, label=method, linewidth=1.5, markersize=5, **style)
+    ax.fill_between(x, curve.lo, curve.hi, color=style["color"], alpha=0.15, linewidth=0)
+
+
+def _draw_panel(ax, n: int, curves: dict[str, Curve], rates: np.ndarray) -> None:
+    for method, curve in curves.items():
+        if method == ORIGINAL:
+            _draw_original(ax, curve)
+        else:
+            _draw_method(ax, method, curve)
+    ax.set_title(f"n = {n}")
+    ax.set_xticks(100 * rates)
+    ax.set_xticklabels([f"{100 * r:g}" for r in rates], fontsize=9)
+    ax.set_xlabel("discovery rate |S_f| / |S_m| (%)")
+    ax.grid(alpha=0.3)
+
+
+def _legend_handles(axes) -> tuple[list, list]:
+    """Union over panels, in first-seen order: a method missing from one panel still gets an entry."""
+    seen: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, handle)
+    return list(seen.values()), list(seen)
+
+
+def plot_metric(panels: dict[int, dict[str, Curve]], path: Path, title: str,
+                ylabel: str = "accuracy (%)") -> Path:
+    """One panel per manipulation size ``n``; ``panels[n]`` maps method -> curve, in legend order. The
+    ``original`` entry is drawn as a dashed horizontal line (its curve has a single point)."""
+    sizes = sorted(panels)
+    rates = np.unique(np.concatenate([c.rates for curves in panels.values() for m, c in curves.items()
+                                      if m != ORIGINAL] or [np.empty(0)]))
+    width = max(7.0, 1.0 + PANEL_WIDTH * len(sizes))
+    fig, axes = plt.subplots(1, len(sizes), figsize=(width, 4.8), sharey=True, squeeze=False,
+                             layout="constrained")
+    axes = axes[0]
+    for ax, n in zip(axes, sizes):
+        _draw_panel(ax, n, panels[n], rates)
+    axes[0].set_ylabel(ylabel)
+    handles, labels = _legend_handles(axes)
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), int(width / 1.15)), frameon=False)
+    # About 12 characters of the title font per inch: wrap so a one-panel figure keeps its whole title.
+    fig.suptitle("\n".join(textwrap.fill(line, int(12 * width)) for line in title.splitlines()), fontsize=11)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path

@@ -1,0 +1,103 @@
+"""The grid runner: cells, deletion sets, resumption after a kill, failing cells."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from corrective_unlearning.experiment import build_setting
+from corrective_unlearning.grid import deletion_set, expand_cells, load_grid_config, load_records, run_grid
+
+GRID = {
+    "dataset": {"name": "synthetic", "val_size": 16},
+    "recipe": {"steps": 15, "batch_size": 32},
+    "manipulations": [{"name": "poison", "sizes": [40]}],
+    "rates": [0.5, 1.0],
+    "seeds": [0],
+    "methods": {"cf": {"params": {"steps": 5}}, "ssd": {"grid": {"alpha": [1, 10], "lambda_ratio": [1]}}},
+}
+
+
+def _config(tmp_path, **changes) -> Path:
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({**GRID, **changes}))
+    return path
+
+
+def test_cells_are_unique_and_ordered(tmp_path):
+    cells = expand_cells(load_grid_config(str(_config(tmp_path)), []))
+    assert len(cells) == 1 + 2 * (1 + 2)
+    assert len({c.id for c in cells}) == len(cells)
+    assert cells[0].method == "original" and cells[0].rate == 0.0
+
+
+def test_deletion_sets_are_seeded_nested_subsets(synthetic, runtime):
+    setting = build_setting(synthetic, "poison", 40, 0, runtime, val_size=16)
+    sets = {rate: deletion_set(setting, rate) for rate in (0.1, 0.5, 1.0)}
+    manipulated = set(setting.manipulated.manipulated.tolist())
+    assert [len(s) for s in sets.values()] == [4, 20, 40]
+    assert set(sets[0.1].tolist()) <= set(sets[0.5].tolist()) <= manipulated == set(sets[1.0].tolist())
+    other = build_setting(synthetic, "poison", 40, 1, runtime, val_size=16)
+    assert not torch.equal(deletion_set(other, 0.5), sets[0.5])
+
+
+def test_bad_config_names_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="unknown hyperparameter"):
+        load_grid_config(str(_config(tmp_path, methods={"ssd": {"grid": {"alhpa": [1]}}})), [])
+    with pytest.raises(KeyError, match="unknown method"):
+        load_grid_config(str(_config(tmp_path, methods={"nope": {}})), [])
+    with pytest.raises(ValueError, match="rates"):
+        load_grid_config(str(_config(tmp_path)), ["rates=[1.5]"])
+
+
+def test_rerun_skips_finished_cells(tmp_path):
+    config = load_grid_config(str(_config(tmp_path)), [])
+    first = run_grid(config, tmp_path / "out", progress=False)
+    assert len(first) == 7 and all(r["status"] == "ok" for r in first)
+    assert run_grid(config, tmp_path / "out", progress=False) == []
+    assert len(load_records(tmp_path / "out")) == 7
+
+
+def test_failing_cell_is_recorded_and_the_grid_goes_on(tmp_path):
+    config = load_grid_config(str(_config(tmp_path, methods={"badt": {"grid": {"variant": ["nonsense", "bench"]},
+                                                                         "params": {"steps": 3}}})), [])
+    records = run_grid(config, tmp_path / "out", progress=False)
+    failed = [r for r in records if r["status"] == "failed"]
+    assert len(failed) == 2 and "variant" in failed[0]["error"]
+    assert sum(r["status"] == "ok" for r in records) == 3
+    # A re-run retries only the failed cells.
+    assert len(run_grid(config, tmp_path / "out", progress=False)) == 2
+
+
+def test_killed_run_resumes_with_exactly_one_record_per_cell(tmp_path):
+    config_path = _config(tmp_path, rates=[0.25, 0.5, 0.75, 1.0],
+                          methods={"eu": {"params": {"steps": 40}}, "cf": {"params": {"steps": 20}}})
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "corrective_unlearning", "run", str(config_path), "--out", str(out), "--quiet"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "records").glob("*.json"))) < 3:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_before = len(list((out / "records").glob("*.json")))
+    total = len(expand_cells(load_grid_config(str(config_path), [])))
+    assert 3 <= done_before < total, "the kill should land midway"
+
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"{done_before} already done, {total - done_before} to run" in result.stdout
+    files = sorted((out / "records").glob("*.json"))
+    cells = {c.id for c in expand_cells(load_grid_config(str(config_path), []))}
+    assert {f.stem for f in files} == cells
+    assert all(json.loads(f.read_text())["status"] == "ok" for f in files)
+    assert not list((out / "records").glob(".*.tmp"))

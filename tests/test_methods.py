@@ -1,0 +1,160 @@
+"""Each paper-1 method does what it claims, on the synthetic source."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from corrective_unlearning.experiment import build_setting, train_original
+from corrective_unlearning.grid import deletion_set, make_task
+from corrective_unlearning.methods import METHODS, Task, expand_grid
+from corrective_unlearning.methods.common import kl_to_teacher
+from corrective_unlearning.methods.ssd import dampen, importances
+from corrective_unlearning.models import blocks
+from corrective_unlearning.selection import mark_selection
+from corrective_unlearning.training import Recipe
+
+RECIPE = Recipe(steps=30, batch_size=32, crop_padding=1, flip=False)
+
+
+def _task(synthetic, runtime, rate=0.5, seed=0, original_seed=None, manipulation="poison"):
+    setting = build_setting(synthetic, manipulation, 40, seed, runtime, val_size=16)
+    if original_seed is not None:  # same data, a differently trained original
+        setting = dataclasses.replace(setting, seed=original_seed)
+    original, _ = train_original(setting, "small_cnn", RECIPE, runtime)
+    setting = dataclasses.replace(setting, seed=seed)
+    return make_task(setting, original, deletion_set(setting, rate), RECIPE, runtime), setting
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def task(synthetic, runtime):
+    return _task(synthetic, runtime)[0]
+
+
+def test_task_carries_no_test_data_and_no_manipulation_identity(task):
+    names = {f.name for f in dataclasses.fields(Task)}
+    assert not any("test" in n for n in names)
+    assert not any(n in names for n in ("manipulated", "clean_labels", "undiscovered"))
+    # The undiscovered manipulated samples are ordinary retain samples.
+    assert len(set(task.forget_idx.tolist()) & set(task.retain_idx.tolist())) == 0
+
+
+@pytest.mark.parametrize("name", ["eu", "cf", "ssd", "badt", "scrub"])
+def test_methods_never_modify_the_original(task, name):
+    before = _state(task.original)
+    unlearned = METHODS.get(name)(task, {})
+    assert unlearned is not task.original
+    assert _same(before, _state(task.original))
+
+
+def test_eu_does_not_depend_on_the_original_weights(synthetic, runtime):
+    task_a, _ = _task(synthetic, runtime, original_seed=0)
+    task_b, _ = _task(synthetic, runtime, original_seed=5)
+    assert not _same(_state(task_a.original), _state(task_b.original))
+    eu_a, eu_b = METHODS.get("eu")(task_a, {}), METHODS.get("eu")(task_b, {})
+    assert _same(_state(eu_a), _state(eu_b))
+
+
+def test_eu_last_k_keeps_the_early_blocks(task):
+    model = METHODS.get("eu")(task, {"last_k": 2, "steps": 5})
+    original_blocks, new_blocks = blocks(task.original), blocks(model)
+    for old, new in zip(original_blocks[:-2], new_blocks[:-2]):
+        assert all(torch.equal(p, q) for p, q in zip(old.parameters(), new.parameters()))
+    assert not all(torch.equal(p, q) for p, q in zip(original_blocks[-1].parameters(), new_blocks[-1].parameters()))
+
+
+def test_cf_starts_from_the_original(task):
+    tiny_step = METHODS.get("cf")(task, {"steps": 1, "lr": 1e-6})
+    for p, q in zip(task.original.parameters(), tiny_step.parameters()):
+        assert torch.allclose(p, q, atol=1e-4)
+
+
+def test_ssd_with_huge_alpha_changes_nothing(task):
+    model = METHODS.get("ssd")(task, {"alpha": 1e30, "lambda": 1.0})
+    assert _same(_state(task.original), _state(model))
+
+
+def test_ssd_dampens_exactly_the_selected_weights(task):
+    hp = METHODS.get("ssd").resolve({"alpha": 1.0, "lambda": 0.5})
+    model = METHODS.get("ssd")(task, hp)
+    forget_imp, data_imp = importances(task, hp)
+    changed = 0
+    for old, new, i_f, i_d in zip(task.original.parameters(), model.parameters(), forget_imp, data_imp):
+        selected = i_f > 1.0 * i_d
+        expected = torch.where(selected, old * torch.clamp(0.5 * i_d / i_f, max=1.0), old)
+        assert torch.allclose(new, expected, rtol=1e-5, atol=1e-7)
+        assert torch.equal(new[~selected], old[~selected])
+        changed += int(selected.sum())
+    assert changed > 0
+
+
+def test_ssd_importances_are_shared_across_the_grid(task):
+    task.cache.clear()
+    for alpha in (1.0, 10.0):
+        METHODS.get("ssd")(task, {"alpha": alpha})
+    assert len([k for k in task.cache if k[0] == "ssd"]) == 1
+
+
+def test_dampen_counts_and_scales():
+    model = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[2.0, 3.0]]))
+    changed = dampen(model, [torch.tensor([[4.0, 1.0]])], [torch.tensor([[1.0, 1.0]])], alpha=2.0, lam=1.0)
+    assert changed == 1
+    assert torch.allclose(model.weight, torch.tensor([[2.0 * 0.25, 3.0]]))
+
+
+def test_bad_teacher_pushes_forget_outputs_toward_the_bad_teacher(task):
+    bad = task.fresh_model(seed=task.seed + 1).eval()
+    x = task.inputs(task.forget_idx)
+
+    def divergence(model):
+        model.eval()
+        with torch.no_grad():
+            return float(kl_to_teacher(model(x), bad(x)))
+
+    for variant in ("original", "bench"):
+        student = METHODS.get("badt")(task, {"variant": variant, "steps": 30, "lr": 0.01 if variant == "bench" else None})
+        assert divergence(student) < divergence(task.original), variant
+
+
+def test_scrub_moves_away_from_the_teacher_on_the_deletion_set(task):
+    for variant in ("original", "bench"):
+        student = METHODS.get("scrub")(task, {"variant": variant, "steps": 20, "max_steps": 10, "lr": 0.01})
+        with torch.no_grad():
+            def gap(indices):
+                x = task.inputs(indices)
+                return float(kl_to_teacher(student(x), task.original.eval()(x)))
+            assert gap(task.forget_idx) > gap(task.retain_idx), variant
+
+
+def test_unknown_hyperparameter_is_rejected(task):
+    with pytest.raises(ValueError, match="unknown hyperparameter"):
+        METHODS.get("ssd")(task, {"alhpa": 1})
+
+
+def test_expand_grid():
+    assert expand_grid({}) == [{}]
+    assert expand_grid({"b": [1, 2], "a": [3]}) == [{"a": 3, "b": 1}, {"a": 3, "b": 2}]
+
+
+def test_selection_rule_and_oracle():
+    def record(dc, val, affected, hp):
+        return {"status": "ok", "dataset": "d", "model": "m", "manipulation": "poison", "n": 10, "rate": 0.5,
+                "seed": 0, "method": "ssd", "hparams": hp,
+                "metrics": {"deletion_change": dc, "val_acc": val, "affected_acc": affected}}
+
+    marked = mark_selection([record(90, 50, 10, 1), record(60, 90, 30, 2), record(None, 99, 99, 3),
+                             {"status": "failed"}])
+    assert len(marked) == 3
+    assert [r["selected"] for r in marked] == [False, True, False]  # (60 + 90)/2 > (90 + 50)/2; null ranks last
+    assert [r["oracle"] for r in marked] == [False, False, True]
