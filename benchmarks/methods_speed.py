@@ -27,9 +27,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.5)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--methods", default=",".join(METHODS.names()))
+    parser.add_argument("--compile", default="", help="torch.compile mode for training loops, e.g. reduce-overhead")
+    parser.add_argument("--repeat", type=int, default=1, help="time each method this many times (compile reuse)")
     args = parser.parse_args()
 
-    runtime = Runtime.create(args.device, progress=False)
+    runtime = Runtime.create(args.device, compile=args.compile or False, progress=False)
     if args.dataset:
         dataset = load_dataset(args.dataset)
     else:
@@ -52,15 +54,16 @@ def main() -> None:
     for name in args.methods.split(","):
         spec = METHODS.get(name)
         hparams = expand_grid(spec.grid)[0]
-        repeats = 2 if name == "ssd" else 1
+        repeats = max(args.repeat, 2 if name == "ssd" else 1)
         for repeat in range(repeats):
             with Stopwatch(runtime) as clock:
                 spec(task, hparams)
-            note = "importances shared with the grid" if repeat else ""
+            note = ("importances shared with the grid" if name == "ssd" else "again, a new model") if repeat else ""
             rows.append((f"{name} {hparams}", clock.seconds, note))
 
     print(f"\n{dataset.name} / {model_name} / {args.manipulation} n={n} / rate {args.rate} "
-          f"(|S_f| = {len(forget)}), device: {runtime.describe().get('gpu', runtime.device)}")
+          f"(|S_f| = {len(forget)}), device: {runtime.describe().get('gpu', runtime.device)}, "
+          f"compile: {runtime.compile}")
     print(f"{'what':60s} {'seconds':>9s}  note")
     for what, seconds, note in rows:
         print(f"{what:60s} {seconds:9.2f}  {note}")

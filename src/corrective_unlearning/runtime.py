@@ -22,11 +22,12 @@ class Runtime:
     """bf16 autocast and channels_last on CUDA; float32 on CPU with the same code path."""
 
     device: torch.device = torch.device("cpu")
-    compile: bool = False
+    compile: bool | str = False  # True, or a torch.compile mode such as "max-autotune-no-cudagraphs"
     progress: bool = True
+    channels_last: bool = True  # on CUDA only
 
     @classmethod
-    def create(cls, device: str = "auto", compile: bool = False, progress: bool = True) -> "Runtime":
+    def create(cls, device: str = "auto", compile: bool | str = False, progress: bool = True) -> "Runtime":
         resolved = resolve_device(device)
         if resolved.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed batch shapes: autotuned kernels pay for themselves
@@ -45,7 +46,18 @@ class Runtime:
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         model = model.to(self.device)
-        return model.to(memory_format=torch.channels_last) if self.cuda else model
+        return model.to(memory_format=torch.channels_last) if self.cuda and self.channels_last else model
+
+    def step_begin(self) -> None:
+        """With CUDA graphs (compile mode reduce-overhead), mark a new step: last step's outputs may be reused."""
+        if self.compile == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
+
+    def compiled(self, model: torch.nn.Module):
+        """The model, compiled when asked for (pays on long CUDA runs; compile time is not free)."""
+        if not self.compile:
+            return model
+        return torch.compile(model, mode=self.compile if isinstance(self.compile, str) else None)
 
     def describe(self) -> dict:
         info = {"device": str(self.device), "compile": self.compile, "torch": torch.__version__}

@@ -27,6 +27,7 @@ def scrub(task: Task, hp: dict) -> nn.Module:
     min-steps gamma*CE + alpha*KL on the retain set, T 4; bench: 1000 steps at lr 0.0025 with gradient ascent
     on CE + alpha*KL over S_f during the first 100)."""
     student, teacher = task.copy_original(), task.copy_original().eval()
+    forward = task.runtime.compiled(student)
     variant = hp["variant"]
     if variant not in ("original", "bench"):
         raise ValueError(f"scrub variant must be 'original' or 'bench', got {variant!r}")
@@ -40,8 +41,9 @@ def scrub(task: Task, hp: dict) -> nn.Module:
         x = task.inputs(indices, augment=True, generator=generator)
         with torch.no_grad(), task.runtime.autocast():
             teacher_logits = teacher(x)
+        task.runtime.step_begin()
         with task.runtime.autocast():
-            return student(x), teacher_logits, task.labels[indices]
+            return forward(x), teacher_logits, task.labels[indices]
 
     def step(loss):
         optimizer.zero_grad(set_to_none=True)

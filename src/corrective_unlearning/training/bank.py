@@ -10,13 +10,14 @@ from ..manipulations import Trigger
 class ImageBank:
     """uint8 images ``[N, C, H, W]`` resident on ``device``, with their normalisation and optional trigger."""
 
-    def __init__(self, images: torch.Tensor, mean, std, device: torch.device, trigger: Trigger | None = None):
+    def __init__(self, images: torch.Tensor, mean, std, device: torch.device, trigger: Trigger | None = None,
+                 channels_last: bool = True):
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
         self.trigger = trigger
-        self.channels_last = self.device.type == "cuda"
+        self.channels_last = channels_last and self.device.type == "cuda"
 
     def __len__(self) -> int:
         return len(self.images)

@@ -83,7 +83,7 @@ def train(
     params = [p for p in (model.parameters() if parameters is None else parameters) if p.requires_grad]
     optimizer = recipe.make_optimizer(params)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, recipe.lr_factor)
-    forward = torch.compile(model) if runtime.compile else model
+    forward = runtime.compiled(model)
     epoch_steps = max(1, len(indices) // order.shape[1])
     eval_every = recipe.eval_every or epoch_steps
     log = TrainLog(steps=recipe.steps, seconds=0.0)
@@ -93,6 +93,7 @@ def train(
     bar = tqdm(total=recipe.steps, desc=desc, disable=not runtime.progress, leave=False)
     with Stopwatch(runtime) as clock:
         for step in range(recipe.steps):
+            runtime.step_begin()
             batch = order[step]
             stamp = triggered[batch] if triggered is not None else False
             x = bank.batch(batch, stamp, recipe.crop_padding, recipe.flip, aug_generator)
