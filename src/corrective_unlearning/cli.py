@@ -28,7 +28,7 @@ def _train_config(args):
     if args.no_cache:
         overrides.append("cache=false")
     if args.compile:
-        overrides.append("compile=true")
+        overrides.append(f"compile={args.compile}")
     return from_dict(TrainConfig, apply_overrides(data, overrides + args.overrides))
 
 
@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--steps", type=int, help="training steps (default: the dataset's recipe)")
     train.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    train.add_argument("--compile", action="store_true", help="torch.compile the model (pays on long CUDA runs)")
+    train.add_argument("--compile", help="auto (default: CUDA graphs on CUDA, nothing on CPU) | false | true | a "
+                                         "torch.compile mode such as reduce-overhead")
     train.add_argument("--no-cache", action="store_true", help="retrain even if a cached original model exists")
     train.add_argument("--out", help="output folder (default: runs)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -154,7 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # key=value overrides may come anywhere, also after options (argparse alone would reject them there).
+    args, extra = parser.parse_known_args(argv)
+    stray = [item for item in extra if "=" not in item or item.startswith("-")]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     try:
         return args.handler(args)
     except (ValueError, KeyError, FileNotFoundError, RuntimeError) as error:

@@ -56,7 +56,7 @@ class TrainConfig:
     recipe: dict = field(default_factory=dict)
     seed: int = 0
     device: str = "auto"
-    compile: bool = False
+    compile: bool | str = "auto"  # auto: CUDA graphs on CUDA, off on the CPU; or false, true, a torch.compile mode
     cache: bool = True
     out: str = "runs"
 

@@ -52,7 +52,7 @@ class GridConfig:
     seeds: list = field(default_factory=lambda: [0])
     methods: dict = field(default_factory=dict)  # name -> {grid: {...}, params: {...}} or null for the paper grid
     device: str = "auto"
-    compile: bool = False
+    compile: bool | str = "auto"
     cache: bool = True
     projection: dict = field(default_factory=lambda: {"sizes": 3, "rates": 10, "seeds": 1})
 

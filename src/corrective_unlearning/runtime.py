@@ -27,10 +27,14 @@ class Runtime:
     channels_last: bool = True  # on CUDA only
 
     @classmethod
-    def create(cls, device: str = "auto", compile: bool | str = False, progress: bool = True) -> "Runtime":
+    def create(cls, device: str = "auto", compile: bool | str = "auto", progress: bool = True) -> "Runtime":
+        """``compile="auto"``: CUDA graphs through torch.compile on CUDA (measured on an H100: recipe A in 18 s
+        instead of 29 s, compile included after the first model), nothing on the CPU."""
         resolved = resolve_device(device)
         if resolved.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed batch shapes: autotuned kernels pay for themselves
+        if compile == "auto":
+            compile = "reduce-overhead" if resolved.type == "cuda" else False
         return cls(resolved, compile, progress)
 
     @property

@@ -15,7 +15,7 @@ def predict(
     indices: torch.Tensor,
     runtime: Runtime,
     stamp: torch.Tensor | bool = False,
-    batch_size: int = 2048,
+    batch_size: int | None = None,
 ) -> torch.Tensor:
     """Class predictions (int64, CPU) for ``bank[indices]`` in eval mode; the model's mode is restored."""
     return logits(model, bank, indices, runtime, stamp, batch_size).argmax(1)
@@ -28,9 +28,11 @@ def logits(
     indices: torch.Tensor,
     runtime: Runtime,
     stamp: torch.Tensor | bool = False,
-    batch_size: int = 2048,
+    batch_size: int | None = None,
 ) -> torch.Tensor:
     """float32 logits on the CPU, row ``i`` for ``indices[i]``."""
+    # Large batches fill a GPU; on a CPU, batches that stay in cache are faster (measured: 512 beats 2048 by 1.5x).
+    batch_size = batch_size or (2048 if runtime.cuda else 512)
     was_training = model.training
     model.eval()
     outputs = []
