@@ -49,16 +49,15 @@ class ManipulationConfig:
 
 
 @dataclass
-class TrainConfig:
+class RunConfig:
+    """What every run shares: the data, the model, recipe A's overrides and where it runs."""
+
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    model: str | None = None
-    manipulation: ManipulationConfig = field(default_factory=ManipulationConfig)
-    recipe: dict = field(default_factory=dict)
-    seed: int = 0
+    model: str | None = None  # default: the dataset's (DEFAULT_MODELS)
+    recipe: dict = field(default_factory=dict)  # overrides of the dataset's default recipe A
     device: str = "auto"
     compile: bool | str = "auto"  # auto: CUDA graphs on CUDA, off on the CPU; or false, true, a torch.compile mode
     cache: bool = True
-    out: str = "runs"
 
     @property
     def model_name(self) -> str:
@@ -70,6 +69,15 @@ class TrainConfig:
         except TypeError as error:
             known = ", ".join(f.name for f in dataclasses.fields(Recipe))
             raise ConfigError(f"recipe: {error}; known keys: {known}") from None
+
+
+@dataclass
+class TrainConfig(RunConfig):
+    """``corrective train``: one manipulation, one seed."""
+
+    manipulation: ManipulationConfig = field(default_factory=ManipulationConfig)
+    seed: int = 0
+    out: str = "runs"
 
 
 def from_dict(cls, data: dict | None, where: str = "config"):

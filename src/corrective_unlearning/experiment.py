@@ -74,7 +74,10 @@ def new_model(setting: Setting, model_name: str, seed: int, runtime: Runtime) ->
 
 
 def original_spec(setting: Setting, model_name: str, recipe: Recipe) -> dict:
-    return {**setting.describe(), "model": model_name, "recipe": dataclasses.asdict(recipe)}
+    """Everything the original model depends on. The data enter by checksum, not by where they were read from."""
+    spec = {**setting.describe(), "model": model_name, "recipe": dataclasses.asdict(recipe)}
+    del spec["dataset_origin"]
+    return spec
 
 
 def selection_score(setting: Setting, recipe: Recipe, runtime: Runtime):

@@ -23,14 +23,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import ConfigError, DatasetConfig, apply_overrides, from_dict, read_yaml, to_dict, write_yaml
+from .config import ConfigError, RunConfig, apply_overrides, from_dict, read_yaml, to_dict, write_yaml
 from .data import load_dataset
 from .experiment import Setting, build_setting, evaluate, train_original
 from .manipulations import index_hash
 from .methods import METHODS, Task, expand_grid, hparams_key
 from .records import environment, write_json_atomic
 from .runtime import Runtime, Stopwatch
-from .training import DEFAULT_MODELS, default_recipe
 
 ORIGINAL = "original"
 
@@ -43,22 +42,14 @@ class ManipulationGrid:
 
 
 @dataclass
-class GridConfig:
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    model: str | None = None
-    recipe: dict = field(default_factory=dict)
+class GridConfig(RunConfig):
+    """``corrective run``: manipulations x sizes x seeds x rates x methods and their grids."""
+
     manipulations: list = field(default_factory=list)
     rates: list = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(1, 11)])
     seeds: list = field(default_factory=lambda: [0])
     methods: dict = field(default_factory=dict)  # name -> {grid: {...}, params: {...}} or null for the paper grid
-    device: str = "auto"
-    compile: bool | str = "auto"
-    cache: bool = True
     projection: dict = field(default_factory=lambda: {"sizes": 3, "rates": 10, "seeds": 1})
-
-    @property
-    def model_name(self) -> str:
-        return self.model or DEFAULT_MODELS.get(self.dataset.name, "resnet9")
 
     def manipulation_grids(self) -> list[ManipulationGrid]:
         if not self.manipulations:
@@ -195,7 +186,7 @@ def run_grid(config: GridConfig, out: str | Path, progress: bool = True) -> list
     if not pending:
         return []
     runtime = Runtime.create(config.device, config.compile, progress=False)
-    recipe = default_recipe(config.dataset.name).replace(**config.recipe)
+    recipe = config.resolved_recipe()
     dataset = load_dataset(config.dataset.name, **config.dataset.loader_options())
     val_size = config.dataset.resolved_val_size(len(dataset.train_labels))
     params = {m.name: m.params for m in config.manipulation_grids()}
