@@ -10,7 +10,6 @@ otherwise (the timing does not depend on pixel values).
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F

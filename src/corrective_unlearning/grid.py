@@ -9,7 +9,6 @@ with its error and the grid goes on (failed cells are retried on the next run).
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import itertools
 import json

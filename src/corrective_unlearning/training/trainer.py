@@ -105,7 +105,7 @@ def train(
             schedule.step()
             losses[step] = loss.detach().float()
             if (step + 1) % CHECK_EVERY == 0 or step + 1 == recipe.steps:
-                window = losses[step + 1 - ((step % CHECK_EVERY) + 1) : step + 1]
+                window = losses[step - step % CHECK_EVERY : step + 1]
                 _check_finite(window, step + 1 - len(window), recipe)
                 log.losses.append(float(window.mean()))
                 bar.set_postfix(loss=f"{log.losses[-1]:.3f}", lr=f"{schedule.get_last_lr()[0]:.4f}")
