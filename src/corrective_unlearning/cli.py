@@ -1,4 +1,5 @@
-"""The ``corrective`` command line."""
+"""corrective: remove the effect of manipulated training data (poisons, swapped or random labels) from a trained
+classifier when only some of it was identified, and measure how well that worked."""
 from __future__ import annotations
 
 import argparse
@@ -109,7 +110,10 @@ def cmd_datasets(_args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="corrective", description=__doc__ or "corrective unlearning")
+    parser = argparse.ArgumentParser(
+        prog="corrective", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="typical flow: corrective train ... (one original model), corrective run RECIPE --out DIR "
+               "(a grid), corrective report DIR (tables and figures)")
     parser.add_argument("--version", action="version", version=f"corrective-unlearning {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
