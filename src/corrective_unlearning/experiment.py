@@ -10,7 +10,7 @@ from torch import nn
 from .cache import ModelCache, cache_key
 from .data import ImageDataset, stratified_split
 from .data.locate import cache_dir
-from .evaluation import collect_predictions, compute_metrics
+from .evaluation import accuracy, collect_predictions, compute_metrics, predict
 from .manipulations import Manipulated, index_hash, manipulate
 from .models import create_model
 from .runtime import Runtime
@@ -80,10 +80,8 @@ def original_spec(setting: Setting, model_name: str, recipe: Recipe) -> dict:
     return spec
 
 
-def selection_score(setting: Setting, recipe: Recipe, runtime: Runtime):
+def checkpoint_score(setting: Setting, recipe: Recipe, runtime: Runtime):
     """Checkpoint score for recipe.checkpoint: validation accuracy, or the reference's leaky test accuracy."""
-    from .evaluation import accuracy, predict
-
     if recipe.checkpoint == "val":
         if len(setting.val_idx) == 0:
             raise ValueError("recipe.checkpoint='val' needs a validation split: set dataset.val_size > 0")
@@ -110,7 +108,7 @@ def train_original(
     log = train(
         model, setting.train_bank, setting.manipulated.labels, setting.train_idx, recipe,
         seed=setting.seed, runtime=runtime, triggered=setting.manipulated.triggered,
-        select=selection_score(setting, recipe, runtime), desc=f"original {model_name}",
+        select=checkpoint_score(setting, recipe, runtime), desc=f"original {model_name}",
     )
     info = {"cache": "miss", "cache_key": key, "train_seconds": log.seconds, "losses": log.losses,
             "selected_step": log.selected_step, "checkpoint": recipe.checkpoint}

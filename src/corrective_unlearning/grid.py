@@ -9,6 +9,7 @@ with its error and the grid goes on (failed cells are retried on the next run).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -189,7 +190,7 @@ def run_grid(config: GridConfig, out: str | Path, progress: bool = True) -> list
     dataset = load_dataset(config.dataset.name, **config.dataset.loader_options())
     val_size = config.dataset.resolved_val_size(len(dataset.train_labels))
     params = {m.name: m.params for m in config.manipulation_grids()}
-    common = {"dataset": dataset.name, "model": config.model_name,
+    common = {"dataset": dataset.name, "model": config.model_name, "recipe": dataclasses.asdict(recipe),
               "environment": {**environment(), **runtime.describe()}}
     written = []
     bar = tqdm(total=len(pending), desc="grid", unit="cell", disable=not progress)
