@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .data.base import stratified_split, validate_images
+from .data.base import channel_stats, stratified_split, validate_images
 from .evaluation import accuracy, predict
 from .methods import METHODS, Task
 from .runtime import Runtime, Stopwatch
@@ -47,8 +47,7 @@ def correct(
                          f"{int(flagged.max()) if len(flagged) else '-'}]")
     runtime = Runtime.create(device, progress=False)
     if mean is None or std is None:
-        scaled = images.float().div(255)
-        mean, std = scaled.mean(dim=(0, 2, 3)).tolist(), scaled.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+        mean, std = channel_stats(images)
     unflagged = torch.nonzero(~torch.isin(torch.arange(len(labels)), flagged)).flatten()
     val_size = round(0.05 * len(unflagged)) if val_size is None else val_size
     kept, held = stratified_split(labels[unflagged], val_size, seed)

@@ -68,6 +68,12 @@ def validate_images(images: torch.Tensor, labels: torch.Tensor, split: str, num_
         )
 
 
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images on the [0, 1] scale (std floored so normalising never divides by 0)."""
+    scaled = images.float().div(255)
+    return tuple(scaled.mean(dim=(0, 2, 3)).tolist()), tuple(scaled.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
+
+
 def content_checksum(*arrays: np.ndarray | torch.Tensor) -> str:
     """sha256 over the raw bytes of the given arrays (shape included)."""
     digest = hashlib.sha256()

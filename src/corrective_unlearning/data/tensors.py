@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from . import SOURCES
-from .base import ImageDataset, content_checksum
+from .base import ImageDataset, channel_stats, content_checksum
 
 KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 
@@ -32,9 +32,8 @@ def from_tensors(
     if classes is None:
         classes = [str(c) for c in range(int(max(train_labels.max(), test_labels.max())) + 1)]
     if train_images.dtype == torch.uint8 and train_images.dim() == 4 and (mean is None or std is None):
-        scaled = train_images.float().div(255)
-        mean = mean or tuple(scaled.mean(dim=(0, 2, 3)).tolist())
-        std = std or tuple(scaled.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
+        measured_mean, measured_std = channel_stats(train_images)
+        mean, std = mean or measured_mean, std or measured_std
     return ImageDataset(
         name=name,
         train_images=train_images,
