@@ -17,6 +17,20 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def _compile_mode(value: bool | str) -> bool | str:
+    """True/False, "auto", or a torch.compile mode; "off"/"false"/"none" mean False."""
+    if isinstance(value, bool) or value == "auto" or value in COMPILE_MODES:
+        return value
+    if isinstance(value, str) and value.lower() in ("off", "false", "none", "no"):
+        return False
+    if isinstance(value, str) and value.lower() in ("on", "true", "yes"):
+        return True
+    raise ValueError(f"compile must be auto, true, false or one of {', '.join(COMPILE_MODES)}; got {value!r}")
+
+
 @dataclass(frozen=True)
 class Runtime:
     """bf16 autocast and channels_last on CUDA; float32 on CPU with the same code path."""
@@ -31,6 +45,7 @@ class Runtime:
         """``compile="auto"``: CUDA graphs through torch.compile on CUDA (measured on an H100: recipe A in 18 s
         instead of 29 s, compile included after the first model), nothing on the CPU."""
         resolved = resolve_device(device)
+        compile = _compile_mode(compile)
         if resolved.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed batch shapes: autotuned kernels pay for themselves
         if compile == "auto":
