@@ -71,8 +71,23 @@ def test_trigger_stamp_respects_a_mask():
     assert torch.equal(stamped[mask][:, :, :3, :], images[mask][:, :, :3, :])
 
 
+def test_checkerboard_trigger_alternates_value_and_black_from_its_corners():
+    images = torch.full((2, 1, 6, 6), 9, dtype=torch.uint8)
+    mask = torch.tensor([False, True])
+    stamped = Trigger(pattern="checkerboard", position="top-left").stamp(images, mask)
+    expected = torch.tensor([[255, 0, 255], [0, 255, 0], [255, 0, 255]], dtype=torch.uint8)
+    assert torch.equal(stamped[1, 0, :3, :3], expected)
+    assert torch.equal(stamped[0], images[0]) and torch.equal(stamped[1, 0, 3:], images[1, 0, 3:])
+
+
+def test_poison_records_its_trigger_pattern(synthetic, split):
+    m = manipulate("poison", synthetic, split[0], 10, seed=0, pattern="checkerboard")
+    assert m.trigger.pattern == "checkerboard" and m.params["pattern"] == "checkerboard"
+
+
 @pytest.mark.parametrize("kwargs, message", [(dict(position="middle"), "position"), (dict(size=0), "size"),
-                                             (dict(value=256), "value"), (dict(value=-1), "value")])
+                                             (dict(value=256), "value"), (dict(value=-1), "value"),
+                                             (dict(pattern="stripes"), "pattern")])
 def test_trigger_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Trigger(**kwargs)
@@ -96,7 +111,7 @@ def test_poison_relabels_exactly_n_candidates(synthetic, split):
     assert torch.equal(m.clean_labels, before)
     assert torch.equal(m.triggered, ~others)
     assert m.trigger == Trigger(size=3, position="bottom-right", value=255)
-    assert m.params == dict(target=2, patch_size=3, position="bottom-right", value=255)
+    assert m.params == dict(target=2, patch_size=3, position="bottom-right", value=255, pattern="square")
     # the returned label tensors are fresh copies
     m.labels[0] = 3
     m.clean_labels[1] = 3

@@ -18,11 +18,12 @@ def poison(
     patch_size: int = 3,
     position: str = "bottom-right",
     value: int = 255,
+    pattern: str = "square",
 ) -> Manipulated:
     """Chosen uniformly from all candidates, as in the reference: some were of the target class already."""
     if not 0 <= target < dataset.num_classes:
         raise ValueError(f"poison target must be a class in [0, {dataset.num_classes - 1}], got {target}")
-    trigger = Trigger(size=patch_size, position=position, value=value)
+    trigger = Trigger(size=patch_size, position=position, value=value, pattern=pattern)
     chosen = choose(candidates, n, seed, "poison")
     labels = dataset.train_labels.clone()
     labels[chosen] = target
@@ -32,7 +33,7 @@ def poison(
     nontarget = torch.nonzero(dataset.test_labels != target).flatten()
     return Manipulated(
         name="poison",
-        params=dict(target=target, patch_size=patch_size, position=position, value=value),
+        params=dict(target=target, patch_size=patch_size, position=position, value=value, pattern=pattern),
         labels=labels,
         clean_labels=dataset.train_labels.clone(),
         manipulated=chosen,
