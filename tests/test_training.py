@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from corrective_unlearning.models import MODELS, blocks, create_model
+from corrective_unlearning.models import MODELS, blocks, create_model, fold_batchnorm
 from corrective_unlearning.training import DivergenceError, ImageBank, Recipe, default_recipe, train
 from corrective_unlearning.training.bank import random_crop
 from corrective_unlearning.training.trainer import step_order
@@ -270,6 +270,28 @@ def test_resnet9_matches_the_reference_size():
     model.eval()
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
     assert len(blocks(model)) == 7  # 6 conv stages + the linear head
+
+
+@pytest.mark.parametrize("name, folds", [("resnet9", 8), ("small_cnn", 4), ("wrn28x10", 0)])
+def test_fold_batchnorm_keeps_the_function_and_the_original(name, folds):
+    """Conv -> BN pairs merge into one conv (pre-activation BN stays); eval outputs are unchanged."""
+    torch.manual_seed(0)
+    model = create_model(name, 10, 3)
+    for module in model.modules():  # non-trivial running statistics and affine parameters
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5), module.running_var.uniform_(0.5, 2.0)
+            torch.nn.init.uniform_(module.weight, 0.5, 1.5), torch.nn.init.uniform_(module.bias, -0.2, 0.2)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_batchnorm(model)
+    count = lambda m: sum(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())  # noqa: E731
+    assert count(model) - count(folded) == folds
+    assert model.training and not folded.training
+    assert not any(p.requires_grad for p in folded.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), model.eval()(x), atol=1e-4, rtol=1e-4)
 
 
 def test_model_registry_errors():

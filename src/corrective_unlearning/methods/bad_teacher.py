@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from . import method
-from .common import kl_to_teacher
+from .common import frozen_teacher, kl_to_teacher
 from .task import Task
 
 
@@ -18,8 +18,8 @@ def bad_teacher(task: Task, hp: dict) -> nn.Module:
     (variant original: Adam lr 1e-4, one epoch over S_f + 30% of the retain set; bench: recipe A's SGD,
     a quarter of its steps, on all training data)."""
     student = task.copy_original()
-    good = task.copy_original().eval()
-    bad = task.fresh_model(seed=task.seed + 1).eval()
+    good = frozen_teacher(task.original, task.runtime)
+    bad = frozen_teacher(task.fresh_model(seed=task.seed + 1), task.runtime)
     is_forget = torch.zeros(len(task.labels), dtype=torch.bool, device=task.device)
     is_forget[task.forget_idx.to(task.device)] = True
 

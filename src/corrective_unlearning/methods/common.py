@@ -1,11 +1,12 @@
-"""Pieces several methods share: distillation losses and last-k-block parameter selection."""
+"""Pieces several methods share: distillation losses and teachers, last-k-block parameter selection."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import blocks
+from ..models import blocks, fold_batchnorm
+from ..runtime import Runtime
 
 
 def kl_to_teacher(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0):
@@ -13,6 +14,12 @@ def kl_to_teacher(student_logits: torch.Tensor, teacher_logits: torch.Tensor, te
     t = temperature
     return F.kl_div(F.log_softmax(student_logits.float() / t, 1), F.softmax(teacher_logits.float() / t, 1),
                     reduction="batchmean") * t * t
+
+
+def frozen_teacher(model: nn.Module, runtime: Runtime) -> nn.Module:
+    """An inference-only copy of ``model`` for distillation targets: eval mode, no gradients, batch norm folded
+    into its convolutions (one forward pass per training step, so the saved kernels count)."""
+    return runtime.prepare(fold_batchnorm(model))
 
 
 def last_blocks(model: nn.Module, k: int) -> list[nn.Parameter]:

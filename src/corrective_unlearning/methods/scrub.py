@@ -9,7 +9,7 @@ from torch import nn
 
 from ..training import DivergenceError
 from . import method
-from .common import kl_to_teacher
+from .common import frozen_teacher, kl_to_teacher
 from .task import Task
 
 
@@ -31,7 +31,7 @@ def scrub(task: Task, hp: dict) -> nn.Module:
     The bench variant follows the reference bench's loop: each pass is a whole epoch and every batch counts as
     a step, so with the defaults the ascent runs a handful of times in the first 100 steps, each followed by
     a full epoch of descent on the retain set."""
-    student, teacher = task.copy_original(), task.copy_original().eval()
+    student, teacher = task.copy_original(), frozen_teacher(task.original, task.runtime)
     forward = task.runtime.compiled(student)
     variant = hp["variant"]
     if variant not in ("original", "bench"):

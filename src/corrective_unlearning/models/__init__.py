@@ -27,5 +27,6 @@ def blocks(model: nn.Module) -> list[nn.Module]:
 
 
 from . import resnet9, small_cnn, wideresnet  # noqa: E402,F401  (registration)
+from .folding import fold_batchnorm  # noqa: E402
 
-__all__ = ["MODELS", "blocks", "create_model"]
+__all__ = ["MODELS", "blocks", "create_model", "fold_batchnorm"]
