@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from corrective_unlearning.models import MODELS, blocks, create_model, fold_batchnorm
+from corrective_unlearning.runtime import Runtime
 from corrective_unlearning.training import DivergenceError, ImageBank, Recipe, default_recipe, train
 from corrective_unlearning.training.bank import random_crop
 from corrective_unlearning.training.trainer import step_order
@@ -300,3 +301,15 @@ def test_model_registry_errors():
         create_model("vgg11", 10)
     with pytest.raises(ValueError, match="num_classes must be >= 2"):
         create_model("small_cnn", 1)
+
+
+# --------------------------------------------------------------------------------------------------- runtime
+@pytest.mark.parametrize("given, expected", [("auto", False), ("off", False), ("false", False), (False, False),
+                                             ("reduce-overhead", "reduce-overhead"), (True, True)])
+def test_runtime_compile_modes_on_the_cpu(given, expected):
+    assert Runtime.create("cpu", given, progress=False).compile == expected
+
+
+def test_runtime_rejects_an_unknown_compile_mode():
+    with pytest.raises(ValueError, match="compile must be .*reduce-overhead.*got 'fast'"):
+        Runtime.create("cpu", "fast")
