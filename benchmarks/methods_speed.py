@@ -4,7 +4,8 @@
     python benchmarks/methods_speed.py --dataset cifar10 --n 500 --rate 0.5
 
 The original model comes from the cache (trained on first use). Each method runs with the paper-1 settings
-(its first grid point); SSD is timed twice: with its importances computed, and reusing them as its grid does.
+(its first grid point). SSD and SCRUB are timed twice: computing their shared work (SSD's importances, SCRUB's
+teacher logits), then reusing it as their grids do.
 Evaluation of one cell is timed too.
 """
 from __future__ import annotations
@@ -17,6 +18,10 @@ from corrective_unlearning.grid import deletion_set, make_task
 from corrective_unlearning.methods import METHODS, expand_grid
 from corrective_unlearning.runtime import Runtime, Stopwatch
 from corrective_unlearning.training import DEFAULT_MODELS, default_recipe
+
+
+# Methods whose later grid points reuse work of the first on the same deletion set: timed twice.
+SHARED_WITH_GRID = {"ssd": "importances shared with the grid", "scrub": "teacher logits replayed from the first"}
 
 
 def main() -> None:
@@ -54,11 +59,11 @@ def main() -> None:
     for name in args.methods.split(","):
         spec = METHODS.get(name)
         hparams = expand_grid(spec.grid)[0]
-        repeats = max(args.repeat, 2 if name == "ssd" else 1)
+        repeats = max(args.repeat, 2 if name in SHARED_WITH_GRID else 1)
         for repeat in range(repeats):
             with Stopwatch(runtime) as clock:
                 spec(task, hparams)
-            note = ("importances shared with the grid" if name == "ssd" else "again, a new model") if repeat else ""
+            note = SHARED_WITH_GRID.get(name, "again, a new model") if repeat else ""
             rows.append((f"{name} {hparams}", clock.seconds, note))
 
     print(f"\n{dataset.name} / {model_name} / {args.manipulation} n={n} / rate {args.rate} "

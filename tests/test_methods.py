@@ -147,6 +147,23 @@ def test_scrub_bench_starts_with_gradient_ascent_on_the_deletion_set(task):
     assert forget_loss(ascended) > forget_loss(task.original)
 
 
+@pytest.mark.parametrize("variant", ["bench", "original"])
+def test_scrub_grid_replays_the_teachers_logits_exactly(synthetic, runtime, variant):
+    """The second alpha of a grid replays the first one's teacher logits and gets the model it would have
+    computed alone; a loop of another shape records its own."""
+    hp = {"variant": variant, "steps": 12, "epochs": 2}
+    alone = METHODS.get("scrub")(_task(synthetic, runtime)[0], {**hp, "alpha": 0.5})
+    shared, _ = _task(synthetic, runtime)
+    METHODS.get("scrub")(shared, {**hp, "alpha": 5.0, "gamma": 0.5, "lr": 0.01})
+    (recorded,) = [v for k, v in shared.cache.items() if k[0] == "scrub-teacher-logits"]
+    calls = len(recorded)
+    replayed = METHODS.get("scrub")(shared, {**hp, "alpha": 0.5})
+    assert len(recorded) == calls > 0
+    assert _same(_state(alone), _state(replayed))
+    METHODS.get("scrub")(shared, {**hp, "steps": 6, "epochs": 1})
+    assert len([k for k in shared.cache if k[0] == "scrub-teacher-logits"]) == 2
+
+
 def test_unknown_hyperparameter_is_rejected(task):
     with pytest.raises(ValueError, match="unknown hyperparameter"):
         METHODS.get("ssd")(task, {"alhpa": 1})
