@@ -185,3 +185,14 @@ def test_selection_rule_and_oracle():
     assert len(marked) == 3
     assert [r["selected"] for r in marked] == [False, True, False]  # (60 + 90)/2 > (90 + 50)/2; null ranks last
     assert [r["oracle"] for r in marked] == [False, False, True]
+
+
+def test_selection_tie_goes_to_higher_validation_accuracy_then_grid_order():
+    def record(dc, val, hp):
+        return {"status": "ok", "dataset": "d", "model": "m", "manipulation": "poison", "n": 10, "rate": 0.1,
+                "seed": 0, "method": "ssd", "hparams": hp,
+                "metrics": {"deletion_change": dc, "val_acc": val, "affected_acc": 0}}
+
+    collapsed, healed, healed_again = record(100, 26.5, 1), record(41.75, 84.75, 2), record(41.75, 84.75, 3)
+    assert [r["selected"] for r in mark_selection([collapsed, healed, healed_again])] == [False, True, False]
+    assert [r["selected"] for r in mark_selection([healed_again, collapsed, healed])] == [True, False, False]
