@@ -28,3 +28,24 @@ def test_correct_rejects_bad_input(synthetic):
         correct(model, synthetic.train_images, synthetic.train_labels, [10_000], device="cpu")
     with pytest.raises(ValueError, match="uint8"):
         correct(model, synthetic.train_images.float(), synthetic.train_labels, [1], device="cpu")
+
+
+class ViewingNet(torch.nn.Module):
+    """A user's model that flattens with .view(), which fails on channels_last activations."""
+
+    def __init__(self, in_channels: int, num_classes: int):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(in_channels, 4, 3, padding=1)
+        self.head = torch.nn.LazyLinear(num_classes)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x))
+        return self.head(x.view(x.size(0), -1))
+
+
+def test_correct_keeps_the_users_memory_layout(synthetic):
+    model = ViewingNet(synthetic.in_channels, synthetic.num_classes)
+    model(synthetic.train_images[:2].float())  # materialise the lazy layer
+    fixed, _ = correct(model, synthetic.train_images, synthetic.train_labels, torch.arange(10), method="cf",
+                       hparams={"steps": 3}, recipe=Recipe(steps=10, batch_size=32), device="cpu")
+    assert fixed.conv.weight.is_contiguous()

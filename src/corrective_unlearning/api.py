@@ -9,6 +9,7 @@ A stratified validation split is held out of the unflagged samples to score the 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Sequence
 
 import torch
@@ -45,7 +46,8 @@ def correct(
         raise ValueError(f"flagged: expected a non-empty set of indices in [0, {len(labels) - 1}], got "
                          f"{len(flagged)} indices spanning [{int(flagged.min()) if len(flagged) else '-'}, "
                          f"{int(flagged.max()) if len(flagged) else '-'}]")
-    runtime = Runtime.create(device, progress=False)
+    # A user's model may .view() its activations, which channels_last inputs break: keep the usual layout.
+    runtime = dataclasses.replace(Runtime.create(device, progress=False), channels_last=False)
     if mean is None or std is None:
         mean, std = channel_stats(images)
     unflagged = torch.nonzero(~torch.isin(torch.arange(len(labels)), flagged)).flatten()
@@ -53,7 +55,7 @@ def correct(
     kept, held = stratified_split(labels[unflagged], val_size, seed)
     train_idx, val_idx = unflagged[kept], unflagged[held]
 
-    bank = ImageBank(images, mean, std, runtime.device)
+    bank = ImageBank(images, mean, std, runtime.device, channels_last=runtime.channels_last)
     original = runtime.prepare(copy.deepcopy(model)).eval()
     task = Task(original=original, bank=bank, labels=labels.to(runtime.device), forget_idx=flagged,
                 retain_idx=train_idx, val_idx=val_idx, val_labels=labels[val_idx], num_classes=num_classes,

@@ -54,15 +54,17 @@ def build_setting(
 ) -> Setting:
     train_idx, val_idx = stratified_split(dataset.train_labels, val_size, seed)
     manipulated = manipulate(manipulation, dataset, train_idx, n, seed, **params)
-    device = runtime.device
+    device, channels_last = runtime.device, runtime.channels_last
     return Setting(
         dataset=dataset,
         train_idx=train_idx,
         val_idx=val_idx,
         manipulated=manipulated,
         seed=seed,
-        train_bank=ImageBank(dataset.train_images, dataset.mean, dataset.std, device, manipulated.trigger),
-        test_bank=ImageBank(dataset.test_images, dataset.mean, dataset.std, device, manipulated.trigger),
+        train_bank=ImageBank(dataset.train_images, dataset.mean, dataset.std, device, manipulated.trigger,
+                               channels_last),
+        test_bank=ImageBank(dataset.test_images, dataset.mean, dataset.std, device, manipulated.trigger,
+                              channels_last),
     )
 
 

