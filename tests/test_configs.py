@@ -41,7 +41,8 @@ def test_cifar10_poison_grid_is_the_papers():
 def test_fashion_mnist_recipe_is_cpu_sized():
     config = load_grid_config(str(CONFIGS / "paper1" / "fashion-mnist-poison.yaml"), [])
     assert config.manipulation_grids()[0].params == {"pattern": "checkerboard"}
-    assert len(expand_cells(config)) == 56
+    # the original, then per rate: EU, CF, SSD 5 x 2, BadT, SCRUB 2
+    assert len(expand_cells(config)) == 1 + 5 * (1 + 1 + 10 + 1 + 2)
 
 
 def test_demo_config_loads():
