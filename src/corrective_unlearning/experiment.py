@@ -54,18 +54,13 @@ def build_setting(
 ) -> Setting:
     train_idx, val_idx = stratified_split(dataset.train_labels, val_size, seed)
     manipulated = manipulate(manipulation, dataset, train_idx, n, seed, **params)
-    device, channels_last = runtime.device, runtime.channels_last
-    return Setting(
-        dataset=dataset,
-        train_idx=train_idx,
-        val_idx=val_idx,
-        manipulated=manipulated,
-        seed=seed,
-        train_bank=ImageBank(dataset.train_images, dataset.mean, dataset.std, device, manipulated.trigger,
-                               channels_last),
-        test_bank=ImageBank(dataset.test_images, dataset.mean, dataset.std, device, manipulated.trigger,
-                              channels_last),
-    )
+
+    def bank(images: torch.Tensor) -> ImageBank:
+        return ImageBank(images, dataset.mean, dataset.std, runtime.device, manipulated.trigger,
+                         runtime.channels_last)
+
+    return Setting(dataset=dataset, train_idx=train_idx, val_idx=val_idx, manipulated=manipulated, seed=seed,
+                   train_bank=bank(dataset.train_images), test_bank=bank(dataset.test_images))
 
 
 def new_model(setting: Setting, model_name: str, seed: int, runtime: Runtime) -> nn.Module:
