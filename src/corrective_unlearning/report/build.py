@@ -281,7 +281,7 @@ def write_figures(marked: list[dict], methods: list[str], fig_dir: Path) -> list
                       if setting[:3] == (dataset, model, manipulation)}
             panels = {n: curves for n, curves in panels.items() if curves}
             if panels:
-                heading = (f"{dataset} / {model}, {manipulation}: {description}\n{CHOICES[flag]}\n"
+                heading = (f"{dataset} / {model}, {manipulation}\n{description}\n{CHOICES[flag]}\n"
                            f"line: mean over seeds; band: min-max over seeds")
                 paths.append(plot_metric(panels, fig_dir / f"{stem}-{suffix}.png", heading))
     return paths
