@@ -60,8 +60,9 @@ def main() -> None:
     print(f"\n{dataset.name} / {DEFAULT_MODELS[dataset.name]} / {args.manipulation} n={n} / rate {args.rate}, "
           f"device: {runtime.describe().get('gpu', runtime.device)}, compile: {runtime.compile}")
     print(f"{'what':60s} " + " ".join(f"{layout:>14s}" for layout in layouts) + "  note (seconds)")
-    for i, (what, _, note) in enumerate(rows):
-        print(f"{what:60s} " + " ".join(f"{columns[layout][i][1]:14.2f}" for layout in layouts) + f"  {note}")
+    for i, (what, _, _) in enumerate(rows):
+        notes = " / ".join(dict.fromkeys(columns[layout][i][2] for layout in layouts if columns[layout][i][2]))
+        print(f"{what:60s} " + " ".join(f"{columns[layout][i][1]:14.2f}" for layout in layouts) + f"  {notes}")
 
 
 def time_methods(runtime: Runtime, dataset, n: int, args) -> list[tuple[str, float, str]]:
