@@ -62,6 +62,9 @@ def test_rerun_skips_finished_cells(tmp_path):
     config = load_grid_config(str(_config(tmp_path)), [])
     first = run_grid(config, tmp_path / "out", progress=False)
     assert len(first) == 7 and all(r["status"] == "ok" for r in first)
+    ssd_notes = [r["method_notes"] for r in first if r["method"] == "ssd"]
+    assert len(ssd_notes) == 4 and all(n["dampened_weights"] >= 0 and n["importance_ratio"] > 0 for n in ssd_notes)
+    assert all(r["method_notes"] == {} for r in first if r["method"] == "cf")  # not the last SSD cell's notes
     assert run_grid(config, tmp_path / "out", progress=False) == []
     assert len(load_records(tmp_path / "out")) == 7
 

@@ -10,7 +10,7 @@ from corrective_unlearning.experiment import build_setting, train_original
 from corrective_unlearning.grid import deletion_set, make_task
 from corrective_unlearning.methods import METHODS, Task, expand_grid
 from corrective_unlearning.methods.common import kl_to_teacher
-from corrective_unlearning.methods.ssd import dampen, importances
+from corrective_unlearning.methods.ssd import dampen, importance_ratio, importances
 from corrective_unlearning.models import blocks
 from corrective_unlearning.selection import mark_selection
 from corrective_unlearning.training import Recipe
@@ -97,6 +97,22 @@ def test_ssd_dampens_exactly_the_selected_weights(task):
     assert changed > 0
 
 
+def test_ssd_relative_alpha_is_absolute_alpha_in_units_of_the_importance_ratio(task):
+    relative = METHODS.get("ssd")(task, {"alpha": 2.0, "lambda_ratio": 0.5, "alpha_scale": "relative"})
+    notes = dict(task.notes)
+    forget_imp, data_imp = importances(task, METHODS.get("ssd").resolve({}))
+    ratio = importance_ratio(forget_imp, data_imp)
+    assert notes["importance_ratio"] == pytest.approx(ratio) and 0 < ratio != 1
+    absolute = METHODS.get("ssd")(task, {"alpha": 2.0 * ratio, "lambda": 1.0 * ratio})
+    assert _same(_state(relative), _state(absolute))
+    assert notes["dampened_weights"] == task.notes["dampened_weights"] > 0
+
+
+def test_ssd_notes_say_when_alpha_dampens_nothing(task):
+    METHODS.get("ssd")(task, {"alpha": 1e30})
+    assert task.notes["dampened_weights"] == 0
+
+
 def test_ssd_importances_are_shared_across_the_grid(task):
     task.cache.clear()
     for alpha in (1.0, 10.0):
@@ -167,6 +183,8 @@ def test_scrub_grid_replays_the_teachers_logits_exactly(synthetic, runtime, vari
 def test_unknown_hyperparameter_is_rejected(task):
     with pytest.raises(ValueError, match="unknown hyperparameter"):
         METHODS.get("ssd")(task, {"alhpa": 1})
+    with pytest.raises(ValueError, match="alpha_scale must be 'absolute' or 'relative', got 'log'"):
+        METHODS.get("ssd")(task, {"alpha_scale": "log"})
 
 
 def test_expand_grid():

@@ -73,5 +73,6 @@ def correct(
     after, pred_after = scores(corrected)
     report = {"method": method, "hparams": METHODS.get(method).resolve(hparams), "seconds": clock.seconds,
               "flagged": len(flagged), "validation_size": len(val_idx), "before": before, "after": after,
-              "flagged_prediction_changed": 100.0 * float((pred_before != pred_after).double().mean())}
+              "flagged_prediction_changed": 100.0 * float((pred_before != pred_after).double().mean()),
+              "method_notes": dict(task.notes)}
     return corrected, report

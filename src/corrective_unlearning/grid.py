@@ -227,9 +227,11 @@ def _run_cell(cell: Cell, setting, original, info, task, forget, runtime, base) 
         else:
             record["index_hashes"] = {**base["index_hashes"], "forget": index_hash(forget)}
             record["forget_size"] = len(forget)
+            task.notes.clear()
             with Stopwatch(runtime) as clock:
                 model = METHODS.get(cell.method)(task, cell.hparams)
             method_seconds = clock.seconds
+            record["method_notes"] = dict(task.notes)
         with Stopwatch(runtime) as clock:
             metrics = evaluate(model, setting, runtime, forget)
         record.update(status="ok", metrics=metrics,

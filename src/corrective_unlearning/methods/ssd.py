@@ -48,6 +48,21 @@ def importances(task: Task, hp: dict) -> tuple[list[torch.Tensor], list[torch.Te
     return task.cache[key]
 
 
+def importance_ratio(forget_imp: list[torch.Tensor], data_imp: list[torch.Tensor]) -> float:
+    """sum(I_f) / sum(I_D): how hard S_f pulls on the weights, relative to the data.
+
+    It tracks how tightly the original fits S_f (squared gradients shrink with the loss): on Fashion-MNIST
+    originals that differ only in their seed it spans 6.6e-4 to 0.16, and the absolute alpha that heals moves
+    with it (0.01 to 7), while alpha / ratio stayed within 15-60 for every seed and rate measured.
+    """
+    forget = sum(float(t.sum()) for t in forget_imp)
+    data = sum(float(t.sum()) for t in data_imp)
+    if not data > 0:
+        raise ValueError(f"ssd: the data importances sum to {data}; expected a positive sum (is the model "
+                         "constant on the retain data, or are its gradients NaN?)")
+    return forget / data
+
+
 @torch.no_grad()
 def dampen(model: nn.Module, forget_imp, data_imp, alpha: float, lam: float) -> int:
     """``theta *= min(lam * I_D / I_f, 1)`` where ``I_f > alpha * I_D``; returns how many weights changed."""
@@ -62,18 +77,27 @@ def dampen(model: nn.Module, forget_imp, data_imp, alpha: float, lam: float) -> 
 
 @method(
     "ssd",
-    defaults={"alpha": 10.0, "lambda": None, "lambda_ratio": 0.1, "importance_data": "retain",
-              "batch_size": 512, "importance_samples": 10000},
+    defaults={"alpha": 10.0, "lambda": None, "lambda_ratio": 0.1, "alpha_scale": "absolute",
+              "importance_data": "retain", "batch_size": 512, "importance_samples": 10000},
     grid={"alpha": ALPHAS, "lambda_ratio": LAMBDA_RATIOS},
 )
 def selective_synaptic_dampening(task: Task, hp: dict) -> nn.Module:
     """Selective synaptic dampening: shrink weights far more important to S_f than to the data (alpha,
     lambda = lambda or alpha x lambda_ratio; importance from the retain set or, as in the original SSD, the
-    whole training set; original defaults alpha 10, lambda 1)."""
+    whole training set; original defaults alpha 10, lambda 1).
+
+    ``alpha_scale="relative"`` (an extension, not the paper's SSD) measures alpha and lambda in units of
+    :func:`importance_ratio`, so one grid transfers between models that fit S_f more or less tightly.
+    """
     if hp["importance_data"] not in ("retain", "train"):
         raise ValueError(f"ssd importance_data must be 'retain' or 'train', got {hp['importance_data']!r}")
+    if hp["alpha_scale"] not in ("absolute", "relative"):
+        raise ValueError(f"ssd alpha_scale must be 'absolute' or 'relative', got {hp['alpha_scale']!r}")
     forget_imp, data_imp = importances(task, hp)
     lam = hp["lambda"] if hp["lambda"] is not None else hp["alpha"] * hp["lambda_ratio"]
+    unit = importance_ratio(forget_imp, data_imp) if hp["alpha_scale"] == "relative" else 1.0
     model = task.copy_original()
-    dampen(model, forget_imp, data_imp, hp["alpha"], lam)
+    dampened = dampen(model, forget_imp, data_imp, hp["alpha"] * unit, lam * unit)
+    # Zero dampened weights means alpha is above every weight's I_f / I_D: the ratio says where to look.
+    task.notes.update(dampened_weights=dampened, importance_ratio=importance_ratio(forget_imp, data_imp))
     return model

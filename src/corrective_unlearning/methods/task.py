@@ -34,6 +34,7 @@ class Task:
     seed: int
     _triggered: torch.Tensor = field(repr=False, default=None)  # rendering detail of the images, not a label
     cache: dict = field(default_factory=dict, repr=False)  # per-deletion-set work shared by a method's grid
+    notes: dict = field(default_factory=dict, repr=False)  # what the last method run says about itself
 
     @property
     def device(self) -> torch.device:

@@ -21,8 +21,10 @@ from ..selection import mark_selection
 from .figures import Curve, plot_metric
 
 FIXED_COLUMNS = ["cell", "status", "error", "dataset", "model", "manipulation", "n", "seed", "rate", "method",
-                 "hparams", "selected", "oracle", "selection_score", "forget_size", "method_seconds", "eval_seconds"]
-_STRING_COLUMNS = {"cell", "status", "error", "dataset", "model", "manipulation", "method", "hparams"}
+                 "hparams", "selected", "oracle", "selection_score", "forget_size", "method_seconds", "eval_seconds",
+                 "method_notes"]
+_STRING_COLUMNS = {"cell", "status", "error", "dataset", "model", "manipulation", "method", "hparams",
+                   "method_notes"}
 _INT_COLUMNS = {"n", "seed", "forget_size"}
 _BOOL_COLUMNS = {"selected", "oracle"}
 
@@ -120,7 +122,8 @@ def _row(record: dict) -> dict:
                                             "seed", "rate", "method", "selected", "oracle", "forget_size")}
     row.update(hparams=hparams_key(record.get("hparams") or {}),
                selection_score=_finite(record.get("selection_score")),
-               method_seconds=timings.get("method_seconds"), eval_seconds=timings.get("eval_seconds"))
+               method_seconds=timings.get("method_seconds"), eval_seconds=timings.get("eval_seconds"),
+               method_notes=hparams_key(record["method_notes"]) if record.get("method_notes") else None)
     row.update({k: _finite(v) for k, v in (record.get("metrics") or {}).items()})
     return row
 
