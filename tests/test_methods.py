@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
 
 from corrective_unlearning.experiment import build_setting, train_original
 from corrective_unlearning.grid import deletion_set, make_task
-from corrective_unlearning.methods import METHODS, Task, expand_grid
+from corrective_unlearning.methods import METHODS, Task, expand_grid, ssd
 from corrective_unlearning.methods.common import kl_to_teacher
 from corrective_unlearning.methods.ssd import dampen, importance_ratio, importances
 from corrective_unlearning.models import blocks
@@ -106,6 +107,14 @@ def test_ssd_relative_alpha_is_absolute_alpha_in_units_of_the_importance_ratio(t
     absolute = METHODS.get("ssd")(task, {"alpha": 2.0 * ratio, "lambda": 1.0 * ratio})
     assert _same(_state(relative), _state(absolute))
     assert notes["dampened_weights"] == task.notes["dampened_weights"] > 0
+
+
+def test_ssd_relative_alpha_rejects_a_zero_importance_ratio(task, monkeypatch):
+    zeros = [torch.zeros_like(p) for p in task.original.parameters()]
+    monkeypatch.setattr(ssd, "importances", lambda task, hp: (zeros, [z + 1 for z in zeros]))
+    with pytest.raises(ValueError, match="positive importance ratio .* got 0.0"):
+        METHODS.get("ssd")(task, {"alpha_scale": "relative"})
+    assert math.isnan(importance_ratio(zeros, zeros))  # no data importance at all: undefined
 
 
 def test_ssd_notes_say_when_alpha_dampens_nothing(task):

@@ -1,6 +1,8 @@
 """SSD, selective synaptic dampening (SPEC section 5): no training, only a per-weight dampening."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -57,10 +59,7 @@ def importance_ratio(forget_imp: list[torch.Tensor], data_imp: list[torch.Tensor
     """
     forget = sum(float(t.sum()) for t in forget_imp)
     data = sum(float(t.sum()) for t in data_imp)
-    if not data > 0:
-        raise ValueError(f"ssd: the data importances sum to {data}; expected a positive sum (is the model "
-                         "constant on the retain data, or are its gradients NaN?)")
-    return forget / data
+    return forget / data if data > 0 else math.nan
 
 
 @torch.no_grad()
@@ -95,9 +94,13 @@ def selective_synaptic_dampening(task: Task, hp: dict) -> nn.Module:
         raise ValueError(f"ssd alpha_scale must be 'absolute' or 'relative', got {hp['alpha_scale']!r}")
     forget_imp, data_imp = importances(task, hp)
     lam = hp["lambda"] if hp["lambda"] is not None else hp["alpha"] * hp["lambda_ratio"]
-    unit = importance_ratio(forget_imp, data_imp) if hp["alpha_scale"] == "relative" else 1.0
+    ratio = importance_ratio(forget_imp, data_imp)
+    if hp["alpha_scale"] == "relative" and not (math.isfinite(ratio) and ratio > 0):
+        raise ValueError(f"ssd alpha_scale='relative' needs a positive importance ratio sum(I_f) / sum(I_D), got "
+                         f"{ratio} (are the gradients zero or NaN on S_f or on the data?)")
+    unit = ratio if hp["alpha_scale"] == "relative" else 1.0
     model = task.copy_original()
     dampened = dampen(model, forget_imp, data_imp, hp["alpha"] * unit, lam * unit)
     # Zero dampened weights means alpha is above every weight's I_f / I_D: the ratio says where to look.
-    task.notes.update(dampened_weights=dampened, importance_ratio=importance_ratio(forget_imp, data_imp))
+    task.notes.update(dampened_weights=dampened, importance_ratio=ratio if math.isfinite(ratio) else None)
     return model
