@@ -1,7 +1,6 @@
 """SCRUB: alternate max-steps on S_f and min-steps on the retain set (SPEC section 5)."""
 from __future__ import annotations
 
-import itertools
 import math
 
 import torch
@@ -32,82 +31,95 @@ def scrub(task: Task, hp: dict) -> nn.Module:
     The bench variant follows the reference bench's loop: each pass is a whole epoch and every batch counts as
     a step, so with the defaults the ascent runs a handful of times in the first 100 steps, each followed by
     a full epoch of descent on the retain set."""
-    student, teacher = task.copy_original(), frozen_teacher(task.original, task.runtime)
-    forward = task.runtime.compiled(student)
     variant = hp["variant"]
     if variant not in ("original", "bench"):
         raise ValueError(f"scrub variant must be 'original' or 'bench', got {variant!r}")
     lr = hp["lr"] or (5e-4 if variant == "original" else 0.0025)
     recipe = task.recipe.replace(lr=lr)
-    optimizer = recipe.make_optimizer(student.parameters())
-    generator = torch.Generator(device=task.device).manual_seed(task.seed)
     t, alpha, gamma = hp["temperature"], hp["alpha"], hp["gamma"]
+    plan = bench_plan(task, hp) if variant == "bench" else original_plan(task, hp)
 
-    # The batches and their augmentations depend on the seed and the loop's shape, never on alpha, gamma or lr:
-    # the teacher's logits of call i are the same in every cell of the grid on this deletion set, so the first
-    # cell records them and the others replay them (as SSD shares its importances).
-    shape = {k: v for k, v in hp.items() if k not in ("alpha", "gamma", "lr", "temperature")}
-    recorded = task.cache.setdefault(("scrub-teacher-logits", tuple(sorted(shape.items()))), [])
-    calls = itertools.count()
+    # The batches and their augmentations depend on the seed and the plan, never on alpha, gamma, lr or T: the
+    # teacher's logits are the same in every cell of the grid on this deletion set. The first cell computes
+    # them (timed as shared work) and the others reuse them, as SSD shares its importances.
+    shape = tuple(sorted((k, v) for k, v in hp.items() if k not in ("alpha", "gamma", "lr", "temperature")))
+    teacher_logits = task.shared(("scrub-teacher-logits", *shape), lambda: _teacher_logits(task, plan))
 
-    def outputs(indices):
+    student = task.copy_original()
+    forward = task.runtime.compiled(student)
+    optimizer = recipe.make_optimizer(student.parameters())
+    schedule = (torch.optim.lr_scheduler.LambdaLR(optimizer, recipe.replace(steps=len(plan)).lr_factor)
+                if variant == "bench" else None)
+    generator = torch.Generator(device=task.device).manual_seed(task.seed)
+    student.train()
+    for call, (ascend, indices) in enumerate(plan):
         x = task.inputs(indices, augment=True, generator=generator)
-        call = next(calls)
-        if call == len(recorded):
-            with torch.no_grad(), task.runtime.autocast():
-                recorded.append(teacher(x))
-        teacher_logits = recorded[call]
         task.runtime.step_begin()
         with task.runtime.autocast():
-            return forward(x), teacher_logits, task.labels[indices]
-
-    def step(loss):
+            logits = forward(x)
+        labels = task.labels[indices]
+        divergence = kl_to_teacher(logits, teacher_logits[call], t)
+        if ascend:  # push the student away from the teacher (bench: and from the given labels) on S_f
+            loss = -(divergence if variant == "original" else F.cross_entropy(logits.float(), labels) + alpha * divergence)
+        else:  # stay close to the teacher and the given labels on the retain set
+            loss = gamma * F.cross_entropy(logits.float(), labels) + alpha * divergence
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-
-    def max_step(indices):  # push the student away from the teacher (and, bench, the labels) on S_f
-        logits, teacher_logits, labels = outputs(indices)
-        divergence = kl_to_teacher(logits, teacher_logits, t)
-        ascent = divergence if variant == "original" else F.cross_entropy(logits.float(), labels) + alpha * divergence
-        step(-ascent)
-        return ascent
-
-    def min_step(indices):  # stay close to the teacher and the labels on the retain set
-        logits, teacher_logits, labels = outputs(indices)
-        loss = gamma * F.cross_entropy(logits.float(), labels) + alpha * kl_to_teacher(logits, teacher_logits, t)
-        step(loss)
-        return loss
-
-    student.train()
-    if variant == "original":
-        forget_steps = math.ceil(len(task.forget_idx) / hp["forget_batch"])
-        retain_steps = math.ceil(len(task.retain_idx) / hp["retain_batch"])
-        for epoch in range(hp["epochs"]):
-            seed = task.seed + 1000 * epoch
-            if epoch < hp["msteps"]:
-                for batch in task.stream(task.forget_idx, forget_steps, hp["forget_batch"], seed):
-                    loss = max_step(batch)
-                _check(loss, f"max-steps of epoch {epoch}")
-            for batch in task.stream(task.retain_idx, retain_steps, hp["retain_batch"], seed + 1):
-                loss = min_step(batch)
-            _check(loss, f"min-steps of epoch {epoch}")
-    else:  # the reference bench: epochs interleaved, every batch one step of one schedule
-        steps = hp["steps"] or max(1, task.recipe.steps // 4)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, recipe.replace(steps=steps).lr_factor)
-        batch_size, done, epoch = task.recipe.batch_size, 0, 0
-        while done < steps:
-            seed = task.seed + 1000 * epoch
-            phases = [(task.forget_idx, max_step)] if done < hp["max_steps"] else []
-            for indices, update in phases + [(task.retain_idx, min_step)]:
-                count = min(math.ceil(len(indices) / batch_size), steps - done)
-                if count == 0:
-                    break
-                for batch in task.stream(indices, count, batch_size, seed):
-                    loss = update(batch)
-                    schedule.step()
-                done += count
-                _check(loss, f"epoch {epoch} of the bench variant")
-            epoch += 1
+        if schedule is not None:
+            schedule.step()
+        if call + 1 == len(plan) or plan[call + 1][0] != ascend:  # one check per phase: each syncs the device
+            _check(loss, f"step {call + 1} of {len(plan)} ({'ascent on S_f' if ascend else 'descent on the retain set'})")
     student.eval()
     return student
+
+
+Plan = list[tuple[bool, torch.Tensor]]  # (ascent on S_f?, batch indices) per optimiser step
+
+
+def original_plan(task: Task, hp: dict) -> Plan:
+    """SCRUB's own loop: `epochs` epochs, each a pass over S_f by ascent (first `msteps` epochs only), then a
+    pass over the retain set by descent."""
+    plan: Plan = []
+    forget_steps = math.ceil(len(task.forget_idx) / hp["forget_batch"])
+    retain_steps = math.ceil(len(task.retain_idx) / hp["retain_batch"])
+    for epoch in range(hp["epochs"]):
+        seed = task.seed + 1000 * epoch
+        if epoch < hp["msteps"]:
+            plan += [(True, b) for b in task.stream(task.forget_idx, forget_steps, hp["forget_batch"], seed)]
+        plan += [(False, b) for b in task.stream(task.retain_idx, retain_steps, hp["retain_batch"], seed + 1)]
+    return plan
+
+
+def bench_plan(task: Task, hp: dict) -> Plan:
+    """The reference bench's loop, every batch one step of one schedule of `steps` steps: epochs of a pass over
+    S_f by ascent (while fewer than `max_steps` steps are done) followed by a pass over the retain set.
+
+    It ends: every epoch takes at least one retain step (the Task guarantees a non-empty retain set), so there
+    are at most `steps` epochs."""
+    steps = hp["steps"] or max(1, task.recipe.steps // 4)
+    batch_size = task.recipe.batch_size
+    plan: Plan = []
+    for epoch in range(steps):
+        if len(plan) >= steps:
+            break
+        seed = task.seed + 1000 * epoch
+        phases = [(True, task.forget_idx)] if len(plan) < hp["max_steps"] else []
+        for ascend, indices in phases + [(False, task.retain_idx)]:
+            count = min(math.ceil(len(indices) / batch_size), steps - len(plan))
+            if count > 0:
+                plan += [(ascend, b) for b in task.stream(indices, count, batch_size, seed)]
+    return plan
+
+
+@torch.no_grad()
+def _teacher_logits(task: Task, plan: Plan) -> list[torch.Tensor]:
+    """M_o's logits on every batch of ``plan``, augmented exactly as the student will see them."""
+    teacher = frozen_teacher(task.original, task.runtime)
+    generator = torch.Generator(device=task.device).manual_seed(task.seed)
+    logits = []
+    for _, indices in plan:
+        x = task.inputs(indices, augment=True, generator=generator)
+        with task.runtime.autocast():
+            logits.append(teacher(x))
+    return logits

@@ -15,39 +15,53 @@ LAMBDA_RATIOS = [0.1, 0.5, 1, 5, 10]
 
 
 def importance(task: Task, model: nn.Module, indices: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
-    """Mean over full batches of the squared gradient of the batch-mean cross-entropy, in eval mode.
+    """Per-weight importance of the samples ``indices``: the squared gradient of the batch-mean cross-entropy,
+    in eval mode, averaged over batches of ``batch_size`` weighted by their sizes (the last, partial batch
+    counts for its share of the samples, never dropped).
 
-    Every pass uses the same batch size: the squared gradient of a batch mean grows as the batch shrinks, so
-    mixing sizes would shift what alpha means with |S_f| (a defect of the reference code).
+    ``indices`` are taken as a set (sorted, duplicates removed), so the batches and the result do not depend on
+    the order in which S_f is listed. Both passes of SSD use the same ``batch_size``: the squared gradient of a
+    batch mean grows as the batch shrinks, so mixing sizes would shift what alpha means with |S_f| (a defect of
+    the reference code, SPEC 9.8).
     """
-    params = [p for p in model.parameters()]
+    indices = torch.unique(indices.cpu())
+    if len(indices) == 0:
+        raise ValueError("SSD importance of an empty set of samples")
+    params = list(model.parameters())
     totals = [torch.zeros_like(p, dtype=torch.float32) for p in params]
-    usable = len(indices) - len(indices) % batch_size
-    batches = indices[:usable].view(-1, batch_size)
     was_training = model.training
     model.eval()
-    for batch in batches:
+    for batch in indices.split(batch_size):
         with task.runtime.autocast():
             loss = F.cross_entropy(model(task.inputs(batch)), task.labels[batch.to(task.device)])
         for total, grad in zip(totals, torch.autograd.grad(loss, params, allow_unused=True)):
             if grad is not None:
-                total.add_(grad.float().square())
+                total.add_(grad.float().square(), alpha=len(batch))
     model.train(was_training)
-    return [t / len(batches) for t in totals]
+    return [t / len(indices) for t in totals]
+
+
+def importance_pool(task: Task, hp: dict) -> torch.Tensor:
+    """The samples of I_D: the whole retain set (or training set) unless ``importance_samples`` asks for a
+    seeded subsample of that many."""
+    pool = task.retain_idx if hp["importance_data"] == "retain" else task.train_idx
+    samples = hp["importance_samples"]
+    if samples is None or samples >= len(pool):
+        return pool
+    generator = torch.Generator().manual_seed(task.seed)
+    return pool[torch.randperm(len(pool), generator=generator)[:samples]]
 
 
 def importances(task: Task, hp: dict) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """(I_f, I_D), computed once per deletion set and shared by the whole alpha/lambda grid."""
-    forget = task.forget_idx
-    batch_size = min(hp["batch_size"], len(forget))
-    key = ("ssd", hp["importance_data"], batch_size, hp["importance_samples"])
-    if key not in task.cache:
-        pool = task.retain_idx if hp["importance_data"] == "retain" else task.train_idx
-        generator = torch.Generator().manual_seed(task.seed)
-        sample = pool[torch.randperm(len(pool), generator=generator)[: max(hp["importance_samples"], batch_size)]]
-        model = task.original
-        task.cache[key] = (importance(task, model, forget, batch_size), importance(task, model, sample, batch_size))
-    return task.cache[key]
+    batch_size, samples = hp["batch_size"], hp["importance_samples"]
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"ssd batch_size must be an integer >= 1, got {batch_size!r}")
+    if samples is not None and not (isinstance(samples, int) and samples >= 1):
+        raise ValueError(f"ssd importance_samples must be null (every sample) or an integer >= 1, got {samples!r}")
+    key = ("ssd-importances", hp["importance_data"], batch_size, samples)
+    return task.shared(key, lambda: (importance(task, task.original, task.forget_idx, batch_size),
+                                     importance(task, task.original, importance_pool(task, hp), batch_size)))
 
 
 def importance_ratio(forget_imp: list[torch.Tensor], data_imp: list[torch.Tensor]) -> float:
@@ -77,7 +91,7 @@ def dampen(model: nn.Module, forget_imp, data_imp, alpha: float, lam: float) -> 
 @method(
     "ssd",
     defaults={"alpha": 10.0, "lambda": None, "lambda_ratio": 0.1, "alpha_scale": "absolute",
-              "importance_data": "retain", "batch_size": 512, "importance_samples": 10000},
+              "importance_data": "retain", "batch_size": 64, "importance_samples": None},
     grid={"alpha": ALPHAS, "lambda_ratio": LAMBDA_RATIOS},
 )
 def selective_synaptic_dampening(task: Task, hp: dict) -> nn.Module:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
-from ..runtime import Runtime
+from ..runtime import Runtime, Stopwatch
 from ..training import ImageBank, Recipe, train
 from ..training.trainer import LossFn, TrainLog, cross_entropy, step_order
 
@@ -35,6 +35,34 @@ class Task:
     _triggered: torch.Tensor = field(repr=False, default=None)  # rendering detail of the images, not a label
     cache: dict = field(default_factory=dict, repr=False)  # per-deletion-set work shared by a method's grid
     notes: dict = field(default_factory=dict, repr=False)  # what the last method run says about itself
+    shared_paid: dict = field(default_factory=dict, repr=False)  # shared work the last run computed: key -> seconds
+    shared_reused: list = field(default_factory=list, repr=False)  # shared work the last run took from the cache
+
+    def __post_init__(self) -> None:
+        # Every method loop is bounded by the sizes of these sets: an empty one is refused here, not spun on.
+        if len(self.forget_idx) == 0:
+            raise ValueError("the deletion set S_f is empty: nothing to unlearn (raise the discovery rate or n)")
+        if len(self.retain_idx) == 0:
+            raise ValueError("the retain set is empty: every training sample is in S_f")
+
+    def start_run(self) -> None:
+        """Forget what the previous method run noted about itself (the shared cache itself is kept)."""
+        self.notes.clear()
+        self.shared_paid.clear()
+        self.shared_reused.clear()
+
+    def shared(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per deletion set and ``key``; later runs reuse it. The run that pays records the
+        synchronised seconds under ``shared_paid`` and a reusing run lists the key under ``shared_reused``, so
+        the cost of one complete run stays known when a grid amortises it."""
+        name = "/".join(str(part) for part in key)
+        if key in self.cache:
+            self.shared_reused.append(name)
+            return self.cache[key]
+        with Stopwatch(self.runtime) as clock:
+            self.cache[key] = compute()
+        self.shared_paid[name] = self.shared_paid.get(name, 0.0) + clock.seconds
+        return self.cache[key]
 
     @property
     def device(self) -> torch.device:
