@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from corrective_unlearning.config import ConfigError
 from corrective_unlearning.experiment import build_setting
 from corrective_unlearning.grid import deletion_set, expand_cells, load_grid_config, load_records, run_grid
 
@@ -104,3 +105,75 @@ def test_killed_run_resumes_with_exactly_one_record_per_cell(tmp_path):
     assert {f.stem for f in files} == cells
     assert all(json.loads(f.read_text())["status"] == "ok" for f in files)
     assert not list((out / "records").glob(".*.tmp"))
+
+
+def test_two_variants_of_one_manipulation_are_separate_cells(tmp_path):
+    variants = [{"name": "poison", "sizes": [40], "params": {"target": 0}},
+                {"name": "poison", "sizes": [40], "params": {"target": 1}}]
+    config = load_grid_config(str(_config(tmp_path, manipulations=variants, rates=[1.0],
+                                          methods={"cf": {"params": {"steps": 2}}})), [])
+    cells = expand_cells(config)
+    assert len(cells) == len({c.id for c in cells}) == 4
+    records = run_grid(config, tmp_path / "out", progress=False)
+    assert len(records) == 4 and all(r["status"] == "ok" for r in records)
+    originals = [r for r in records if r["method"] == "original"]
+    assert sorted(r["manipulation_variant"] for r in originals) == ['poison {"target":0}', 'poison {"target":1}']
+    assert [r["setting"]["manipulation_params"]["target"] for r in originals] == [0, 1]
+    assert originals[0]["original_cache_key"] != originals[1]["original_cache_key"]
+
+
+def test_records_carry_grid_order_and_shared_work(tmp_path):
+    records = run_grid(load_grid_config(str(_config(tmp_path)), []), tmp_path / "out", progress=False)
+    ssd = [r for r in records if r["method"] == "ssd"]
+    assert [r["setting_index"] for r in ssd] == [0, 1, 0, 1]
+    for first, second in (ssd[:2], ssd[2:]):
+        (key,) = first["timings"]["shared_paid"]
+        assert 0 < first["timings"]["shared_seconds"] <= first["timings"]["method_seconds"]
+        assert second["timings"]["shared_seconds"] == 0 and second["timings"]["shared_reused"] == [key]
+
+
+def test_resume_refuses_a_changed_setting_and_accepts_more_methods(tmp_path):
+    out = tmp_path / "out"
+    run_grid(load_grid_config(str(_config(tmp_path, methods={"cf": {"params": {"steps": 2}}})), []), out,
+             progress=False)
+    for override, key in (("recipe.steps=16", "recipe.steps"), ("dataset.val_size=20", "dataset.val_size"),
+                          ("model=resnet9", "model"),
+                          ("manipulations=[{name: poison, sizes: [40], params: {target: 2}}]", "manipulations")):
+        with pytest.raises(ConfigError, match=f"{key} .*changed"):
+            run_grid(load_grid_config(str(_config(tmp_path)), [override]), out, progress=False)
+    more = run_grid(load_grid_config(str(_config(tmp_path)), ["rates=[0.5, 1.0, 0.25]"]), out, progress=False)
+    assert {r["method"] for r in more} == {"cf", "ssd"} and not any(r["method"] == "original" for r in more)
+
+
+def test_an_empty_deletion_set_is_refused_before_any_work(tmp_path):
+    with pytest.raises(ConfigError, match=r"rate 0.01 of poison n = 20 gives an empty deletion set"):
+        load_grid_config(str(_config(tmp_path, rates=[0.01, 0.5],
+                                     manipulations=[{"name": "poison", "sizes": [20]}])), [])
+    command = [sys.executable, "-m", "corrective_unlearning", "run", str(_config(tmp_path)), "rates=[0.01]",
+               "manipulations=[{name: poison, sizes: [20]}]", "--out", str(tmp_path / "out")]
+    started = time.time()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "empty deletion set" in result.stderr and "Traceback" not in result.stderr
+    assert time.time() - started < 60 and not (tmp_path / "out" / "records").exists()
+
+
+def test_a_failing_original_fails_its_own_cells_and_the_grid_goes_on(tmp_path, monkeypatch):
+    from corrective_unlearning import grid
+    from corrective_unlearning.training import DivergenceError
+
+    real = grid.train_original
+
+    def diverge_on_target_1(setting, *args, **kwargs):
+        if setting.manipulated.params.get("target") == 1:
+            raise DivergenceError("training diverged: loss is nan at step 3")
+        return real(setting, *args, **kwargs)
+
+    monkeypatch.setattr(grid, "train_original", diverge_on_target_1)
+    variants = [{"name": "poison", "sizes": [40], "params": {"target": 1}},
+                {"name": "poison", "sizes": [40], "params": {"target": 0}}]
+    records = run_grid(load_grid_config(str(_config(tmp_path, manipulations=variants)), []), tmp_path / "out",
+                       progress=False)
+    failed = [r for r in records if r["status"] == "failed"]
+    assert len(failed) == 7 and all(r["manipulation_variant"] == 'poison {"target":1}' for r in failed)
+    assert all("original model: DivergenceError" in r["error"] for r in failed)
+    assert sum(r["status"] == "ok" for r in records) == 7

@@ -10,6 +10,7 @@ with its error and the grid goes on (failed cells are retried on the next run).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -17,7 +18,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -75,38 +76,65 @@ def load_grid_config(path: str | None, overrides: list[str]) -> GridConfig:
     data = read_yaml(path) if path else {}
     config = from_dict(GridConfig, apply_overrides(data, overrides))
     for rate in config.rates:
-        if not 0 < float(rate) <= 1:
-            raise ConfigError(f"discovery rates must be in (0, 1], got {rate}")
-    config.manipulation_grids()
+        if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 < float(rate) <= 1:
+            raise ConfigError(f"discovery rates must be numbers in (0, 1], got {rate!r}")
+    for m in config.manipulation_grids():
+        for n in m.sizes:
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                raise ConfigError(f"manipulations: {m.name} size {n!r} must be an integer >= 1")
+            empty = [rate for rate in config.rates if round(float(rate) * n) == 0]
+            if empty:
+                raise ConfigError(f"discovery rate {empty[0]} of {m.name} n = {n} gives an empty deletion set "
+                                  f"(round({empty[0]} * {n}) = 0): raise the rate or n")
     for name in config.methods:
         config.method_settings(name)
+    from .manipulations import check_params
+
+    for i, m in enumerate(config.manipulation_grids()):
+        check_params(m.name, m.params, f"manipulations[{i}].params")
     return config
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 @dataclass(frozen=True)
 class Cell:
     manipulation: str
+    params: str  # the manipulation's params as canonical JSON, "" when it has none
     n: int
     seed: int
     rate: float
     method: str
     hparams: dict
+    setting_index: int = 0  # position of ``hparams`` in the method's grid: selection ties go to grid order
+
+    @property
+    def variant(self) -> str:
+        """The manipulation with its params: two variants of one manipulation are different settings."""
+        return f"{self.manipulation} {self.params}" if self.params else self.manipulation
 
     @property
     def id(self) -> str:
-        digest = hashlib.sha256(hparams_key(self.hparams).encode()).hexdigest()[:8]
-        return f"{self.manipulation}-n{self.n}-seed{self.seed}-rate{self.rate:.2f}-{self.method}-{digest}"
+        manipulation = f"{self.manipulation}-{_digest(self.params)}" if self.params else self.manipulation
+        return f"{manipulation}-n{self.n}-seed{self.seed}-rate{self.rate:.2f}-{self.method}-{_digest(hparams_key(self.hparams))}"
+
+    def manipulation_params(self) -> dict:
+        return json.loads(self.params) if self.params else {}
 
 
 def expand_cells(config: GridConfig) -> list[Cell]:
     """Ordered so that cells sharing an original model, then a deletion set, are contiguous."""
     cells = []
     for m in config.manipulation_grids():
+        params = hparams_key(m.params) if m.params else ""
         for n, seed in itertools.product(m.sizes, config.seeds):
-            cells.append(Cell(m.name, n, seed, 0.0, ORIGINAL, {}))
+            cells.append(Cell(m.name, params, n, seed, 0.0, ORIGINAL, {}))
             for rate in sorted(float(r) for r in config.rates):
                 for name in config.methods:
-                    cells += [Cell(m.name, n, seed, rate, name, hp) for hp in config.method_settings(name)]
+                    cells += [Cell(m.name, params, n, seed, rate, name, hp, i)
+                              for i, hp in enumerate(config.method_settings(name))]
     return cells
 
 
@@ -172,13 +200,54 @@ def load_records(out: str | Path) -> list[dict]:
 
 
 def _groups(cells: list[Cell]) -> Iterator[tuple[tuple, list[Cell]]]:
-    return itertools.groupby(cells, key=lambda c: (c.manipulation, c.n, c.seed))
+    return itertools.groupby(cells, key=lambda c: (c.manipulation, c.params, c.n, c.seed))
+
+
+# What an original model and its manipulation depend on: a finished cell computed under other values is not a
+# cell of this config, so resuming with any of them changed is refused. Data locations may move.
+IDENTITY_KEYS = ("dataset", "model", "recipe", "manipulations")
+LOCATION_KEYS = ("data_dir", "path", "download")
+
+
+def _identity(config: dict) -> dict:
+    identity = {key: config.get(key) for key in IDENTITY_KEYS}
+    identity["dataset"] = {k: v for k, v in (identity["dataset"] or {}).items() if k not in LOCATION_KEYS}
+    identity["manipulations"] = sorted(hparams_key({"name": m.get("name"), "params": m.get("params") or {}})
+                                       for m in identity["manipulations"] or [])
+    return identity
+
+
+def check_resume(out: Path, resolved: dict) -> None:
+    """Refuse to resume ``out`` with another dataset, model, recipe or manipulation than the one it holds."""
+    stored_path = out / "config.yaml"
+    if not stored_path.exists():
+        return
+    try:
+        stored = read_yaml(stored_path)
+    except ConfigError as error:
+        raise ConfigError(f"{out} holds an unreadable config.yaml ({error}); use another --out") from None
+    old, new = _identity(stored), _identity(resolved)
+    old["recipe"], new["recipe"] = stored.get("resolved_recipe", old["recipe"]), resolved.get("resolved_recipe")
+    changed = _differences(old, new)
+    if changed:
+        raise ConfigError(f"{out} holds results of another setting: {', '.join(changed)} changed since they "
+                          f"were computed. Use another --out, or delete {out} to start over (methods, rates "
+                          f"and seeds may change on resume; dataset, model, recipe and manipulations may not)")
+
+
+def _differences(old, new, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for key in sorted(set(old) | set(new), key=str)
+                for d in _differences(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else str(key))]
+    return [] if old == new else [f"{prefix} ({old!r} -> {new!r})"]
 
 
 def run_grid(config: GridConfig, out: str | Path, progress: bool = True) -> list[dict]:
     """Run every unfinished cell; returns the records written in this call."""
     store = ResultStore(out)
-    resolved = to_dict(config) | {"model": config.model_name}
+    recipe = config.resolved_recipe()
+    resolved = to_dict(config) | {"model": config.model_name, "resolved_recipe": dataclasses.asdict(recipe)}
+    check_resume(Path(out), resolved)
     write_yaml(Path(out) / "config.yaml", resolved)
     cells = expand_cells(config)
     pending = [c for c in cells if not store.done(c)]
@@ -186,25 +255,36 @@ def run_grid(config: GridConfig, out: str | Path, progress: bool = True) -> list
     if not pending:
         return []
     runtime = Runtime.create(config.device, config.compile, progress=False)
-    recipe = config.resolved_recipe()
     dataset = load_dataset(config.dataset.name, **config.dataset.loader_options())
     val_size = config.dataset.resolved_val_size(len(dataset.train_labels))
-    params = {m.name: m.params for m in config.manipulation_grids()}
     common = {"dataset": dataset.name, "model": config.model_name, "recipe": dataclasses.asdict(recipe),
               "environment": {**environment(), **runtime.describe()}}
     written = []
     bar = tqdm(total=len(pending), desc="grid", unit="cell", disable=not progress)
-    for (name, n, seed), group in _groups(pending):
-        setting = build_setting(dataset, name, n, seed, runtime, val_size, **params[name])
-        bar.set_description(f"grid: original {name} n={n} seed {seed}")
-        original, info = train_original(setting, config.model_name, recipe, runtime, use_cache=config.cache)
+    for (name, _, n, seed), group in _groups(pending):
+        group = list(group)
+        bar.set_description(f"grid: original {group[0].variant} n={n} seed {seed}")
+        try:
+            setting = build_setting(dataset, name, n, seed, runtime, val_size, **group[0].manipulation_params())
+            original, info = train_original(setting, config.model_name, recipe, runtime, use_cache=config.cache)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as error:  # a diverging original fails its own cells; the other settings go on
+            for cell in group:
+                record = {**common, **_cell_fields(cell), "status": "failed", "traceback": traceback.format_exc(),
+                          "error": f"original model: {type(error).__name__}: {error}"}
+                store.write(cell, record)
+                written.append(record)
+                bar.update()
+            continue
         base = {**common, "setting": setting.describe(), "index_hashes": setting.index_hashes(),
                 "original_cache_key": info["cache_key"]}
         for rate, rate_cells in itertools.groupby(group, key=lambda c: c.rate):
             forget = deletion_set(setting, rate) if rate > 0 else None
-            task = make_task(setting, original, forget, recipe, runtime) if forget is not None else None
+            # Built once per rate, on first use inside a cell: a task that cannot be built fails its cells.
+            task = functools.cache(lambda forget=forget: make_task(setting, original, forget, recipe, runtime))
             for cell in rate_cells:
-                bar.set_description(f"grid: {cell.method} {name} n={n} rate {rate:.2f}")
+                bar.set_description(f"grid: {cell.method} {cell.variant} n={n} rate {rate:.2f}")
                 record = _run_cell(cell, setting, original, info, task, forget, runtime, base)
                 store.write(cell, record)
                 written.append(record)
@@ -217,25 +297,36 @@ def run_grid(config: GridConfig, out: str | Path, progress: bool = True) -> list
     return written
 
 
-def _run_cell(cell: Cell, setting, original, info, task, forget, runtime, base) -> dict:
-    record = {**base, "cell": cell.id, "manipulation": cell.manipulation, "n": cell.n, "seed": cell.seed,
-              "rate": cell.rate, "method": cell.method, "hparams": cell.hparams, "started": time.time()}
+def _cell_fields(cell: Cell) -> dict:
+    return {"cell": cell.id, "manipulation": cell.manipulation, "manipulation_variant": cell.variant,
+            "n": cell.n, "seed": cell.seed, "rate": cell.rate, "method": cell.method, "hparams": cell.hparams,
+            "setting_index": cell.setting_index}
+
+
+def _run_cell(cell: Cell, setting, original, info, make_task: Callable[[], Task], forget, runtime, base) -> dict:
+    record = {**base, **_cell_fields(cell), "started": time.time()}
     try:
+        shared = {}
         if cell.method == ORIGINAL:
             model, method_seconds = original, info["train_seconds"]
             record["original_cache"] = info["cache"]
         else:
+            task = make_task()
             record["index_hashes"] = {**base["index_hashes"], "forget": index_hash(forget)}
             record["forget_size"] = len(forget)
-            task.notes.clear()
+            task.start_run()
             with Stopwatch(runtime) as clock:
                 model = METHODS.get(cell.method)(task, cell.hparams)
             method_seconds = clock.seconds
             record["method_notes"] = dict(task.notes)
+            # Work shared with later cells of this deletion set is included in method_seconds of the cell that
+            # paid it; the report adds it back to the cells that reused it to show what one run costs.
+            shared = {"shared_seconds": sum(task.shared_paid.values()), "shared_paid": dict(task.shared_paid),
+                      "shared_reused": list(task.shared_reused)}
         with Stopwatch(runtime) as clock:
             metrics = evaluate(model, setting, runtime, forget)
         record.update(status="ok", metrics=metrics,
-                      timings={"method_seconds": method_seconds, "eval_seconds": clock.seconds})
+                      timings={"method_seconds": method_seconds, "eval_seconds": clock.seconds, **shared})
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as error:  # recorded, and the grid goes on
