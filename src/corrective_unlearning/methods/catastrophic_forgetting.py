@@ -1,18 +1,23 @@
 """CF: fine-tune M_o on S_tr \\ S_f, no re-initialisation (SPEC section 5)."""
 from __future__ import annotations
 
+from typing import Union
+
 from torch import nn
 
+from ..models import split_last_k
 from . import method
-from .common import last_blocks
 from .task import Task
 
 
-@method("cf", defaults={"last_k": 0, "steps": None, "lr": None}, grid={"last_k": [0]})
+@method("cf", defaults={"last_k": "all", "steps": None, "lr": None}, grid={"last_k": ["all", 2, 4]},
+        types={"last_k": Union[int, str]})
 def catastrophic_forgetting(task: Task, hp: dict) -> nn.Module:
     """Catastrophic forgetting: fine-tune the original on the retain set for a quarter of recipe A's steps
-    (1000 of 4000; 1500 of 6000), lr 0.025; last_k > 0 fine-tunes only the last k blocks."""
+    (1000 of 4000; 1500 of 6000), lr 0.025; last_k = k fine-tunes only the last k layers, the rest frozen and
+    in eval mode (the paper: k in {2, 4, all})."""
     model = task.copy_original()
+    frozen, _ = split_last_k(model, hp["last_k"])
     recipe = task.recipe.replace(steps=hp["steps"] or max(1, task.recipe.steps // 4), lr=hp["lr"] or task.recipe.lr)
-    task.fit(model, task.retain_idx, recipe, parameters=last_blocks(model, hp["last_k"]), desc="CF")
+    task.fit(model, task.retain_idx, recipe, frozen=frozen, desc="CF")
     return model

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -106,7 +106,7 @@ class Task:
         *,
         loss_fn: LossFn = cross_entropy,
         labels: torch.Tensor | None = None,
-        parameters=None,
+        frozen: Sequence[nn.Module] = (),
         desc: str = "unlearn",
         seed: int | None = None,
     ) -> TrainLog:
@@ -116,4 +116,4 @@ class Task:
             recipe = recipe.replace(checkpoint="last")  # methods select by their own rules, never on test data
         return train(model, self.bank, self.labels if labels is None else labels, indices, recipe,
                      seed=self.seed if seed is None else seed, runtime=self.runtime, triggered=self._triggered,
-                     parameters=parameters, loss_fn=loss_fn, desc=desc)
+                     frozen=frozen, loss_fn=loss_fn, desc=desc)

@@ -26,7 +26,39 @@ def blocks(model: nn.Module) -> list[nn.Module]:
     return [child for child in model.children() if any(True for _ in child.parameters())]
 
 
+def layer_units(model: nn.Module) -> list[nn.Module]:
+    """The units a last-k variant may split between, input to output: the model's own ``layer_units()`` when it
+    defines one (WRN-28x10 splits inside its stages), else its top-level blocks."""
+    units = getattr(model, "layer_units", None)
+    return list(units()) if callable(units) else blocks(model)
+
+
+def weight_layers(module: nn.Module) -> int:
+    """How many layers ``module`` counts for in the reference's last-k numbering: its convolutions with a
+    kernel larger than 1x1 (shortcut projections do not count) and its linear layers."""
+    return sum(1 for m in module.modules()
+               if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1)))
+
+
+def split_last_k(model: nn.Module, k: int | str) -> tuple[list[nn.Module], list[nn.Module]]:
+    """(frozen, trainable) units when only the last ``k`` weight layers train, numbered as in the reference:
+    ResNet-9 is [conv1, conv2, res1 (2 layers), conv3, res2 (2), conv4, fc], so k = 2 trains conv4 + fc and
+    k = 4 trains res2 + conv4 + fc; WRN-28x10 counts two layers per wide block, so k = 5 trains the last two
+    blocks of the last stage, the final batch norm and fc. ``k = "all"`` trains everything."""
+    units = layer_units(model)
+    if k == "all":
+        return [], units
+    total, valid = 0, []
+    for i in range(len(units) - 1, -1, -1):
+        total += weight_layers(units[i])
+        if total == k and isinstance(k, int) and not isinstance(k, bool):
+            return units[:i], units[i:]
+        valid.append(total)
+    raise ValueError(f"last_k must be 'all' or a number of layers that ends on a block boundary of this model, "
+                     f"one of {sorted(set(valid) - {0})}; got {k!r}")
+
+
 from . import resnet9, small_cnn, wideresnet  # noqa: E402,F401  (registration)
 from .folding import fold_batchnorm  # noqa: E402
 
-__all__ = ["MODELS", "blocks", "create_model", "fold_batchnorm"]
+__all__ = ["MODELS", "blocks", "create_model", "fold_batchnorm", "layer_units", "split_last_k", "weight_layers"]

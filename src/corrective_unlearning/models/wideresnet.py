@@ -36,6 +36,15 @@ class Head(nn.Module):
         return self.linear(F.adaptive_avg_pool2d(F.relu(self.bn(x)), 1).flatten(1))
 
 
+class WideResNet(nn.Sequential):
+    """[conv1, stage1, stage2, stage3, head]; a last-k variant splits between wide blocks, and between the
+    head's batch norm and its linear layer, as the reference does."""
+
+    def layer_units(self) -> list[nn.Module]:
+        conv1, *stages, head = self
+        return [conv1, *(block for stage in stages for block in stage), head.bn, head.linear]
+
+
 @MODELS.register("wrn28x10")
 def wide_resnet(num_classes: int, in_channels: int = 3, depth: int = 28, widen: int = 10, dropout: float = 0.0):
     if (depth - 4) % 6:
@@ -51,4 +60,4 @@ def wide_resnet(num_classes: int, in_channels: int = 3, depth: int = 28, widen: 
             c_in = stage
         layers.append(nn.Sequential(*stage_blocks))
     layers.append(Head(c_in, num_classes))
-    return nn.Sequential(*layers)
+    return WideResNet(*layers)

@@ -6,10 +6,11 @@ generator, so a run is deterministic for a seed on the CPU.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -60,15 +61,16 @@ def train(
     seed: int,
     runtime: Runtime,
     triggered: torch.Tensor | None = None,
-    parameters: Iterable[nn.Parameter] | None = None,
+    frozen: Sequence[nn.Module] = (),
     loss_fn: LossFn = cross_entropy,
     select: Callable[[nn.Module], float] | None = None,
     desc: str = "train",
 ) -> TrainLog:
     """Train ``model`` in place on ``indices`` of ``bank`` with ``labels`` (the given, possibly corrupted ones).
 
-    ``triggered`` flags samples that carry the trigger; ``parameters`` restricts the update (last-k variants);
-    ``select`` scores a checkpoint when ``recipe.checkpoint`` is ``val`` or ``test`` (higher is better).
+    ``triggered`` flags samples that carry the trigger; ``frozen`` modules (last-k variants) stay exactly as
+    they are: out of the optimiser, no gradients, and in eval mode so that their batch-norm statistics do not
+    move either; ``select`` scores a checkpoint when ``recipe.checkpoint`` is ``val`` or ``test`` (higher is better).
     """
     if len(indices) == 0:
         raise ValueError("cannot train on an empty index set")
@@ -80,7 +82,11 @@ def train(
     aug_generator = torch.Generator(device=device).manual_seed(seed + 1)
     labels, triggered = labels.to(device), None if triggered is None else triggered.to(device)
 
-    params = [p for p in (model.parameters() if parameters is None else parameters) if p.requires_grad]
+    held = [p for module in frozen for p in module.parameters() if p.requires_grad]
+    held_ids = {id(p) for p in held}
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in held_ids]
+    if not params:
+        raise ValueError("nothing to train: every parameter is frozen")
     optimizer = recipe.make_optimizer(params)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, recipe.lr_factor)
     forward = runtime.compiled(model)
@@ -89,9 +95,16 @@ def train(
     log = TrainLog(steps=recipe.steps, seconds=0.0)
     best_state, losses = None, torch.zeros(recipe.steps, device=device)
 
-    model.train()
+    def train_mode():
+        model.train()
+        for module in frozen:
+            module.eval()
+
+    train_mode()
+    for p in held:
+        p.requires_grad_(False)
     bar = tqdm(total=recipe.steps, desc=desc, disable=not runtime.progress, leave=False)
-    with Stopwatch(runtime) as clock:
+    with Stopwatch(runtime) as clock, _restore_grad(held):
         for step in range(recipe.steps):
             runtime.step_begin()
             batch = order[step]
@@ -113,7 +126,7 @@ def train(
             if select is not None and recipe.checkpoint != "last" and ((step + 1) % eval_every == 0
                                                                        or step + 1 == recipe.steps):
                 score = select(model)
-                model.train()
+                train_mode()
                 if log.selected_score is None or score > log.selected_score:
                     log.selected_step, log.selected_score = step + 1, score
                     best_state = copy.deepcopy(model.state_dict())  # a copy, never an alias of the live model
@@ -123,6 +136,15 @@ def train(
     model.eval()
     log.seconds = clock.seconds
     return log
+
+
+@contextlib.contextmanager
+def _restore_grad(params: list[nn.Parameter]):
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def _check_finite(window: torch.Tensor, first_step: int, recipe: Recipe) -> None:
