@@ -13,7 +13,6 @@ from corrective_unlearning.methods import METHODS, Task, expand_grid, ssd
 from corrective_unlearning.methods.common import kl_to_teacher
 from corrective_unlearning.methods.ssd import dampen, importance_ratio, importances
 from corrective_unlearning.models import blocks
-from corrective_unlearning.selection import mark_selection
 from corrective_unlearning.training import Recipe
 
 RECIPE = Recipe(steps=30, batch_size=32, crop_padding=1, flip=False)
@@ -200,26 +199,3 @@ def test_expand_grid():
     assert expand_grid({}) == [{}]
     assert expand_grid({"b": [1, 2], "a": [3]}) == [{"a": 3, "b": 1}, {"a": 3, "b": 2}]
 
-
-def test_selection_rule_and_oracle():
-    def record(dc, val, affected, hp):
-        return {"status": "ok", "dataset": "d", "model": "m", "manipulation": "poison", "n": 10, "rate": 0.5,
-                "seed": 0, "method": "ssd", "hparams": hp,
-                "metrics": {"deletion_change": dc, "val_acc": val, "affected_acc": affected}}
-
-    marked = mark_selection([record(90, 50, 10, 1), record(60, 90, 30, 2), record(None, 99, 99, 3),
-                             {"status": "failed"}])
-    assert len(marked) == 3
-    assert [r["selected"] for r in marked] == [False, True, False]  # (60 + 90)/2 > (90 + 50)/2; null ranks last
-    assert [r["oracle"] for r in marked] == [False, False, True]
-
-
-def test_selection_tie_goes_to_higher_validation_accuracy_then_grid_order():
-    def record(dc, val, hp):
-        return {"status": "ok", "dataset": "d", "model": "m", "manipulation": "poison", "n": 10, "rate": 0.1,
-                "seed": 0, "method": "ssd", "hparams": hp,
-                "metrics": {"deletion_change": dc, "val_acc": val, "affected_acc": 0}}
-
-    collapsed, healed, healed_again = record(100, 26.5, 1), record(41.75, 84.75, 2), record(41.75, 84.75, 3)
-    assert [r["selected"] for r in mark_selection([collapsed, healed, healed_again])] == [False, True, False]
-    assert [r["selected"] for r in mark_selection([healed_again, collapsed, healed])] == [True, False, False]

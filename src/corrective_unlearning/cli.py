@@ -97,7 +97,7 @@ def cmd_run(args) -> int:
 def cmd_report(args) -> int:
     from .report.build import build_report, print_summary
 
-    print_summary(build_report(args.results, args.out))
+    print_summary(build_report(args.results, args.out, max_val_drop=args.max_val_drop))
     return 0
 
 
@@ -151,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="tables (CSV, Parquet, Markdown) and figures from a results folder")
     report.add_argument("results", help="results folder written by 'corrective run'")
     report.add_argument("--out", help="report folder (default: <results>/report)")
+    report.add_argument("--max-val-drop", type=float, default=2.0, metavar="POINTS",
+                        help="guarded selection rule: the best paper score among settings whose validation accuracy "
+                             "is at most POINTS below the original model's (default: 2); the summary shows it beside "
+                             "the paper's rule")
     report.set_defaults(handler=cmd_report)
 
     datasets = sub.add_parser("datasets", help="list the registered data sources")

@@ -1,59 +1,92 @@
 """The report of a grid run, from its records alone: a tidy table of every cell (CSV, and Parquet when pyarrow is
-installed), a Markdown summary (paper 1's figures as tables, and its Table 3) and paper 1's Figures 2-7.
+installed), a Markdown summary (paper 1's figures as tables, for the paper's selection rule and the guarded rule,
+the oracle as an upper bound, and its Table 3) and paper 1's Figures 2-7.
 
     paths = build_report("results/c10-poison")   # -> {"cells.csv": ..., "summary.md": ..., "figures/...": ...}
     print_summary(paths)
+
+Without validation data (``dataset.val_size=0``) no hyperparameters can be selected: the summary says so and shows
+every setting's metrics instead, and ``cells.csv`` leaves the selection flags empty.
 """
 from __future__ import annotations
 
 import csv
+import json
+import re
 import sys
-from collections import defaultdict
+import zlib
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import TextIO
 
 import numpy as np
 
 from ..config import read_yaml
-from ..grid import ORIGINAL, load_records
+from ..grid import ORIGINAL, GridConfig, load_records
 from ..methods import hparams_key
-from ..selection import mark_selection
+from ..selection import (DEFAULT_MAX_VAL_DROP, FALLBACK, NO_REFERENCE, NoValidationDataError, group_key,
+                         manipulation_variant, mark_selection)
 from .figures import Curve, plot_metric
 
-FIXED_COLUMNS = ["cell", "status", "error", "dataset", "model", "manipulation", "n", "seed", "rate", "method",
-                 "hparams", "selected", "oracle", "selection_score", "forget_size", "method_seconds", "eval_seconds",
+FIXED_COLUMNS = ["cell", "status", "error", "dataset", "model", "manipulation", "manipulation_variant", "n", "seed",
+                 "rate", "method", "hparams", "setting_index", "selected", "guarded", "guard", "oracle",
+                 "selection_score", "forget_size", "method_seconds", "shared_seconds", "eval_seconds",
                  "method_notes"]
-_STRING_COLUMNS = {"cell", "status", "error", "dataset", "model", "manipulation", "method", "hparams",
-                   "method_notes"}
-_INT_COLUMNS = {"n", "seed", "forget_size"}
-_BOOL_COLUMNS = {"selected", "oracle"}
+_STRING_COLUMNS = {"cell", "status", "error", "dataset", "model", "manipulation", "manipulation_variant", "method",
+                   "hparams", "guard", "method_notes"}
+_INT_COLUMNS = {"n", "seed", "forget_size", "setting_index"}
+_BOOL_COLUMNS = {"selected", "guarded", "oracle"}
 
 ORACLE_NOTE = "oracle (peeks at test data: an upper bound, not a result)"
-CHOICES = {"selected": "hyperparameters selected without test data",
-           "oracle": "ORACLE hyperparameters, chosen on test data: an upper bound, not a result"}
 
 # (metric, which choice of hyperparameters, figure file suffix, what the metric measures): each is one summary
-# section and one figure per manipulation. Paper 1, Table 1: Figures 2/4, 5/6 and 3/7.
+# section and one figure per manipulation variant. Paper 1, Table 1: Figures 2/4, 5/6 and 3/7. The first is the
+# headline (print_summary shows it).
 VIEWS = [
     ("affected_acc", "selected", "affected", "clean-label accuracy on the affected test domain D_m"),
     ("manipulated_acc", "selected", "manipulated", "clean-label accuracy on the manipulated training samples S_m"),
     ("utility_acc", "selected", "utility", "utility (accuracy on the unaffected test domain)"),
+    ("affected_acc", "guarded", "affected-guarded", "clean-label accuracy on the affected test domain D_m"),
+    ("manipulated_acc", "guarded", "manipulated-guarded",
+     "clean-label accuracy on the manipulated training samples S_m"),
+    ("utility_acc", "guarded", "utility-guarded", "utility (accuracy on the unaffected test domain)"),
     ("affected_acc", "oracle", "affected-oracle", "clean-label accuracy on the affected test domain D_m"),
 ]
+# Without validation data: every setting of the headline metric and of utility.
+EVERY_SETTING_VIEWS = [VIEWS[0], VIEWS[2]]
 
-Setting = tuple  # (dataset, model, manipulation, n)
+Setting = tuple  # (dataset, model, manipulation variant, n)
 SeedValues = dict  # setting -> method -> rate -> finite values, one per seed
 
 
-def build_report(results_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
+def _rule(flag: str, max_val_drop: float) -> str:
+    return {"selected": "paper rule",
+            "guarded": f"guarded rule (validation accuracy at most {max_val_drop:g} points below the original's)",
+            "oracle": ORACLE_NOTE}[flag]
+
+
+def _choice(flag: str, max_val_drop: float) -> str:
+    """A figure's line saying how its hyperparameters were chosen."""
+    return {"selected": "paper rule: hyperparameters selected without test data (best deletion change + val. acc.)",
+            "guarded": f"guarded rule: the paper rule among settings within {max_val_drop:g} points of the "
+                       f"original's validation accuracy (none within: the highest validation accuracy)",
+            "oracle": "ORACLE hyperparameters, chosen on test data: an upper bound, not a result"}[flag]
+
+
+def build_report(results_dir: str | Path, out_dir: str | Path | None = None,
+                 max_val_drop: float = DEFAULT_MAX_VAL_DROP) -> dict[str, Path]:
     """Write the tidy table, ``summary.md`` and the figures; return them by name relative to ``out_dir``
-    (default ``<results_dir>/report``)."""
+    (default ``<results_dir>/report``). ``max_val_drop``: the guarded rule's allowed drop of validation accuracy
+    below the original model's, in points."""
     results_dir = Path(results_dir)
     out = Path(out_dir) if out_dir is not None else results_dir / "report"
-    records = load_records(results_dir)
+    records = restore_grid_order(load_records(results_dir), results_dir)
     if not records:
         raise ValueError(f"no records in {results_dir / 'records'}: run the grid with --out {results_dir} first")
-    marked = mark_selection(records)
+    try:
+        marked, no_selection = mark_selection(records, max_val_drop), None
+    except NoValidationDataError as error:
+        marked, no_selection = _unmarked(records), error
     failed = [r for r in records if r.get("status") != "ok"]
     methods = method_order(records, results_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -65,8 +98,9 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
         print("note: pyarrow is not installed, so cells.parquet was skipped (pip install pyarrow)", file=sys.stderr)
     else:
         paths["cells.parquet"] = parquet
-    figures = write_figures(marked, methods, out / "figures")
-    summary = summary_markdown(marked, failed, methods, results_dir, [p.relative_to(out) for p in figures])
+    figures = [] if no_selection else write_figures(marked, methods, out / "figures", max_val_drop)
+    summary = summary_markdown(marked, failed, methods, results_dir, [p.relative_to(out) for p in figures],
+                               max_val_drop=max_val_drop, no_selection=no_selection, records=records)
     (out / "summary.md").write_text(summary)
     paths["summary.md"] = out / "summary.md"
     paths.update({str(p.relative_to(out)): p for p in figures})
@@ -75,11 +109,17 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None) -> 
 
 def print_summary(paths: dict[str, Path], file: TextIO | None = None) -> str:
     """Print (and return) the written files and the headline table section of ``summary.md``: the affected
-    domain with hyperparameters selected without test data."""
+    domain with hyperparameters selected by the paper's rule (or, without validation data, every setting)."""
     sections = paths["summary.md"].read_text().split("\n## ")
     text = "\n".join(["report:", *(f"  {path}" for path in paths.values()), "", f"## {sections[1].rstrip()}"])
     print(text, file=file or sys.stdout)
     return text
+
+
+def _unmarked(records: list[dict]) -> list[dict]:
+    """The ok records without any selection: flags unknown (empty in the CSV)."""
+    return [{**r, "metrics": r.get("metrics") or {}, "selected": None, "guarded": None, "oracle": None,
+             "guard": None, "selection_score": None} for r in records if r.get("status") == "ok"]
 
 
 def method_order(records: list[dict], results_dir: Path) -> list[str]:
@@ -91,15 +131,48 @@ def method_order(records: list[dict], results_dir: Path) -> list[str]:
     return [m for m in listed if m in present] + sorted(present - set(listed))
 
 
+def restore_grid_order(records: list[dict], results_dir: Path) -> list[dict]:
+    """Records written before ``setting_index`` existed get it from the run's ``config.yaml`` (the grid's order of
+    each method's settings), so selection ties go to grid order, not to file-name order. A record whose setting
+    the config does not list (or a config that no longer parses) keeps no index: its ties fall back to record
+    order."""
+    missing = {r.get("method") for r in records if r.get("setting_index") is None} - {None, ORIGINAL}
+    config = results_dir / "config.yaml"
+    if not missing or not config.exists():
+        return records
+    try:
+        methods = dict(read_yaml(config).get("methods") or {})
+    except (ValueError, TypeError, AttributeError):
+        return records
+    order = {}
+    for name in missing & set(methods):
+        try:
+            settings = GridConfig(methods=methods).method_settings(name)
+        except (ValueError, KeyError, TypeError, AttributeError):  # a stale or foreign config
+            continue
+        order[name] = {hparams_key(s): i for i, s in enumerate(settings)}
+    restored = []
+    for record in records:
+        index = order.get(record.get("method"), {}).get(hparams_key(record.get("hparams") or {}))
+        restored.append({**record, "setting_index": index} if record.get("setting_index") is None
+                        and index is not None else record)
+    return restored
+
+
 def _finite(value) -> float | None:
     """Records store NaN as null; tables and means treat both as missing."""
-    if value is None or not np.isfinite(value):
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
         return None
     return float(value)
 
 
 def _setting(record: dict) -> Setting:
-    return record["dataset"], record["model"], record["manipulation"], record["n"]
+    return record.get("dataset"), record.get("model"), manipulation_variant(record), record.get("n")
+
+
+def _setting_order(setting: Setting) -> tuple:
+    dataset, model, variant, n = setting
+    return str(dataset), str(model), str(variant), n if n is not None else -1
 
 
 # -- the tidy table ----------------------------------------------------------------------------------------------
@@ -111,18 +184,29 @@ def tidy_table(records: list[dict], methods: list[str]) -> tuple[list[str], list
     columns = FIXED_COLUMNS + sorted(set(names) - set(per_class)) + per_class
     rank = {m: i for i, m in enumerate(methods)}
     rows = sorted((_row(r) for r in records), key=lambda row: (
-        str(row["dataset"]), str(row["model"]), str(row["manipulation"]), row["n"] or 0, row["seed"] or 0,
-        row["rate"] or 0.0, rank.get(row["method"], len(rank)), row["hparams"]))
+        str(row["dataset"]), str(row["model"]), str(row["manipulation_variant"]), row["n"] or 0, row["seed"] or 0,
+        row["rate"] or 0.0, rank.get(row["method"], len(rank)),
+        row["setting_index"] if row["setting_index"] is not None else float("inf"), row["hparams"]))
     return columns, rows
+
+
+def _shared_seconds(timings: dict) -> float | None:
+    """Seconds of shared work the cell computed (included in its method_seconds); older records: none known."""
+    if timings.get("shared_seconds") is not None:
+        return _finite(timings["shared_seconds"])
+    paid = timings.get("shared_paid")
+    return float(sum(_finite(v) or 0.0 for v in paid.values())) if paid else None
 
 
 def _row(record: dict) -> dict:
     timings = record.get("timings") or {}
     row = {key: record.get(key) for key in ("cell", "status", "error", "dataset", "model", "manipulation", "n",
-                                            "seed", "rate", "method", "selected", "oracle", "forget_size")}
-    row.update(hparams=hparams_key(record.get("hparams") or {}),
+                                            "seed", "rate", "method", "setting_index", "selected", "guarded",
+                                            "guard", "oracle", "forget_size")}
+    row.update(manipulation_variant=manipulation_variant(record), hparams=hparams_key(record.get("hparams") or {}),
                selection_score=_finite(record.get("selection_score")),
-               method_seconds=timings.get("method_seconds"), eval_seconds=timings.get("eval_seconds"),
+               method_seconds=timings.get("method_seconds"), shared_seconds=_shared_seconds(timings),
+               eval_seconds=timings.get("eval_seconds"),
                method_notes=hparams_key(record["method_notes"]) if record.get("method_notes") else None)
     row.update({k: _finite(v) for k, v in (record.get("metrics") or {}).items()})
     return row
@@ -159,15 +243,15 @@ def write_parquet(path: Path, columns: list[str], rows: list[dict]) -> Path | No
 # -- aggregation over seeds --------------------------------------------------------------------------------------
 
 def seed_values(marked: list[dict], flag: str, metric: str) -> SeedValues:
-    """The ``flag`` (selected or oracle) cells' finite values of ``metric``, grouped by setting, method and rate.
-    A cell whose metric is missing leaves an empty list, so the table shows n/a rather than nothing."""
+    """The ``flag`` (selected, guarded or oracle) cells' finite values of ``metric``, grouped by setting, method and
+    rate. A rate whose cells have no chosen setting, or whose metric is missing, leaves an empty list, so the table
+    shows n/a rather than nothing."""
     values: SeedValues = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for record in marked:
-        if record[flag]:
-            bucket = values[_setting(record)][record["method"]][record["rate"]]
-            value = _finite(record["metrics"].get(metric))
-            if value is not None:
-                bucket.append(value)
+        bucket = values[_setting(record)][record["method"]][record["rate"]]
+        value = _finite(record["metrics"].get(metric))
+        if record.get(flag) and value is not None:
+            bucket.append(value)
     return values
 
 
@@ -198,8 +282,8 @@ def _mean_std(values: list[float] | None) -> str:
 
 
 def _setting_label(setting: Setting, multi: bool) -> str:
-    dataset, model, manipulation, n = setting
-    return f"{manipulation}, n = {n}" + (f" ({dataset} / {model})" if multi else "")
+    dataset, model, variant, n = setting
+    return f"{variant}, n = {n}" + (f" ({dataset} / {model})" if multi else "")
 
 
 def _table(by_method: dict, methods: list[str], rates: list[float]) -> list[str]:
@@ -212,29 +296,156 @@ def _table(by_method: dict, methods: list[str], rates: list[float]) -> list[str]
     return lines
 
 
+def _title(text: str) -> str:
+    return text[0].upper() + text[1:]
+
+
 def _view_section(marked: list[dict], methods: list[str], metric: str, flag: str, description: str,
-                  multi: bool) -> list[str]:
+                  multi: bool, max_val_drop: float, intro: list[str] = ()) -> list[str]:
     values = seed_values(marked, flag, metric)
-    title = f"{ORACLE_NOTE}: {description}" if flag == "oracle" else description
-    lines = [f"## {title[0].upper()}{title[1:]} (`{metric}`, %)", ""]
-    for setting in sorted(values):
+    lines = [f"## {_title(_rule(flag, max_val_drop))}: {description} (`{metric}`, %)", "", *intro]
+    for setting in sorted(values, key=_setting_order):
         lines += [f"### {_setting_label(setting, multi)}", "",
                   *_table(values[setting], methods, _rates(marked, setting)), ""]
     return lines if values else lines + ["_no finished cells_", ""]
 
 
-def _time_section(marked: list[dict], methods: list[str]) -> list[str]:
+def _guard_lines(marked: list[dict], methods: list[str], max_val_drop: float) -> list[str]:
+    """What the guarded rule could not do as stated: groups without a setting within the drop, groups without
+    the original's validation accuracy."""
+    guards = {group_key(r): (r["method"], r.get("guard")) for r in marked if r["method"] != ORIGINAL}
+    total = len(guards)
+    if not total:
+        return []
+
+    def count(kind: str) -> tuple[int, str]:
+        by_method = Counter(method for method, guard in guards.values() if guard == kind)
+        per_method = ", ".join(f"{m} {by_method[m]}" for m in [*methods, *sorted(set(by_method) - set(methods))]
+                               if by_method[m])
+        return sum(by_method.values()), per_method
+
+    fallback, fallback_methods = count(FALLBACK)
+    missing, missing_methods = count(NO_REFERENCE)
+    lines = []
+    if fallback:
+        lines.append(f"No setting kept its validation accuracy within {max_val_drop:g} points of the original's in "
+                     f"{fallback} of {total} groups ({fallback_methods}); there the guarded rule took the setting "
+                     f"with the highest validation accuracy.")
+    if missing:
+        lines.append(f"In {missing} of {total} groups ({missing_methods}) the original model's validation accuracy "
+                     f"is unknown (no finished `original` cell, or its val_acc is null), so the guarded rule chose "
+                     f"nothing there (n/a).")
+    if not lines:
+        lines.append(f"Every group had a setting within {max_val_drop:g} points of the original's validation "
+                     f"accuracy.")
+    return [" ".join(lines), ""]
+
+
+def _shared_prices(records: list[dict]) -> dict[tuple, float]:
+    """(deletion set, shared-work key) -> the seconds the cell that computed it measured (mean, should a resumed
+    grid have computed it twice)."""
+    prices = defaultdict(list)
+    for record in records:
+        for key, seconds in ((record.get("timings") or {}).get("shared_paid") or {}).items():
+            if _finite(seconds) is not None:
+                prices[(_deletion_set(record), key)].append(float(seconds))
+    return {key: float(np.mean(seconds)) for key, seconds in prices.items()}
+
+
+def _deletion_set(record: dict) -> tuple:
+    return (record.get("dataset"), record.get("model"), manipulation_variant(record), record.get("n"),
+            record.get("seed"), record.get("rate"))
+
+
+def complete_run(record: dict, prices: dict[tuple, float]) -> tuple[float, float] | None:
+    """(seconds of one complete run of this cell's method and setting, the shared work in it): its own work
+    (method_seconds - shared_seconds) plus, for every shared key it used (paid or reused), what the cell of the
+    same deletion set that computed it measured. None when its time, or the price of a key it reused, is
+    unknown."""
+    timings = record.get("timings") or {}
+    seconds = _finite(timings.get("method_seconds"))
+    if seconds is None:
+        return None
+    paid = timings.get("shared_paid") or {}
+    shared = 0.0
+    for key in dict.fromkeys([*paid, *(timings.get("shared_reused") or [])]):
+        price = _finite(paid.get(key))
+        if price is None:
+            price = prices.get((_deletion_set(record), key))
+        if price is None:
+            return None
+        shared += price
+    return seconds - (_shared_seconds(timings) or 0.0) + shared, shared
+
+
+def _time_section(marked: list[dict], methods: list[str], records: list[dict]) -> list[str]:
+    prices = _shared_prices(records)
     lines = ["## Unlearning time (Table 3 analogue)", "",
-             "Synchronised wall-clock time of the method alone (evaluation excluded), mean over all its finished "
-             "cells, every hyperparameter setting included; for `original`, the original model's training time.",
-             "", "| method | cells | mean time (s) | mean time (min) |", "|---|---:|---:|---:|"]
+             "Synchronised wall-clock seconds of the method alone (evaluation excluded); for `original`, the "
+             "original model's training time. Some work is shared within a deletion set: the first cell that needs "
+             "it computes it (SSD's importances, SCRUB's replayed teacher logits) and later cells of the same "
+             "deletion set reuse it.", "",
+             "- **one complete run**: what running the method once, with one setting, costs a user: its own work "
+             "plus all the shared work it uses, priced at what the cell that computed it measured; mean over the "
+             "method's cells.",
+             "- **shared work**: the part of one complete run that is shared work (mean over the same cells).",
+             "- **amortised per grid cell**: the measured method time averaged over all the method's cells, every "
+             "hyperparameter setting included, shared work counted once in the cell that computed it: what the grid "
+             "paid per cell, less than one run costs whenever work is shared.", "",
+             "| method | cells | one complete run (s) | shared work (s) | amortised per grid cell (s) "
+             "| one complete run (min) |", "|---|---:|---:|---:|---:|---:|"]
+    unpriced = []
     for method in methods:
-        times = [t for r in marked if r["method"] == method
-                 if (t := _finite((r.get("timings") or {}).get("method_seconds"))) is not None]
-        if times:
-            label = f"{ORIGINAL} (training)" if method == ORIGINAL else method
-            lines.append(f"| {label} | {len(times)} | {np.mean(times):.2f} | {np.mean(times) / 60:.2f} |")
-    return lines + [""]
+        cells = [r for r in marked if r["method"] == method
+                 if _finite((r.get("timings") or {}).get("method_seconds")) is not None]
+        if not cells:
+            continue
+        amortised = np.mean([r["timings"]["method_seconds"] for r in cells])
+        runs = [run for r in cells if (run := complete_run(r, prices)) is not None]
+        if len(runs) < len(cells):
+            unpriced.append(f"{len(cells) - len(runs)} {method} cell(s) reused shared work whose computing cell "
+                            f"recorded no time for it; they are left out of its complete-run columns.")
+        if runs:
+            complete, shared = np.mean([c for c, _ in runs]), np.mean([s for _, s in runs])
+            full = [f"{complete:.2f}", f"{shared:.2f}", f"{amortised:.2f}", f"{complete / 60:.2f}"]
+        else:
+            full = ["n/a", "n/a", f"{amortised:.2f}", "n/a"]
+        label = f"{ORIGINAL} (training)" if method == ORIGINAL else method
+        lines.append(f"| {label} | {len(cells)} | " + " | ".join(full) + " |")
+    return lines + [""] + ([*unpriced, ""] if unpriced else [])
+
+
+def _number_text(value: float) -> str:
+    return f"{int(value)}" if float(value).is_integer() else f"{value:.4g}"
+
+
+def _note_sentence(key: str, values: list) -> str:
+    """Numeric notes: in how many cells the value is 0, and its range; others: each value's count. SSD's
+    ``dampened_weights`` reads as a sentence of its own."""
+    count = len(values)
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        zero = sum(1 for v in values if v == 0)
+        span = f"min {_number_text(min(values))}, max {_number_text(max(values))}"
+        if key == "dampened_weights":
+            return f"dampened nothing in {zero} of {count} cells (dampened weights per cell: {span})"
+        return f"`{key}` is 0 in {zero} of {count} cells ({span})"
+    counts = Counter(v if isinstance(v, str) else json.dumps(v, sort_keys=True) for v in values)
+    return f"`{key}`: " + ", ".join(f"{v} in {c}" for v, c in counts.most_common()) + f" of {count} cells"
+
+
+def _notes_section(marked: list[dict], methods: list[str]) -> list[str]:
+    lines = []
+    for method in methods:
+        notes = [r["method_notes"] for r in marked if r["method"] == method and r.get("method_notes")]
+        keys = list(dict.fromkeys(k for n in notes for k in n))
+        parts = [_note_sentence(k, values) for k in keys
+                 if (values := [n[k] for n in notes if n.get(k) is not None])]
+        if parts:
+            lines.append(f"- {method}: " + "; ".join(parts))
+    if not lines:
+        return []
+    return ["## Method notes", "", "What the methods report about their own runs (`method_notes` in cells.csv), "
+            "over the finished cells that report each note.", "", *lines, ""]
 
 
 def _failed_section(failed: list[dict]) -> list[str]:
@@ -247,22 +458,86 @@ def _failed_section(failed: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def _every_setting_section(marked: list[dict], methods: list[str], metric: str, description: str, multi: bool,
+                           intro: list[str]) -> list[str]:
+    """Without selection: per setting and method, one row per hyperparameter setting (grid order), the original
+    model first; mean ± std over seeds."""
+    lines = [f"## No selection possible: every setting's {description} (`{metric}`, %)", "", *intro]
+    values = defaultdict(lambda: defaultdict(list))  # (setting, method, hparams) -> rate -> values
+    order = {}
+    for position, record in enumerate(marked):
+        key = (_setting(record), record["method"], hparams_key(record.get("hparams") or {}))
+        index = record.get("setting_index")
+        order[key] = min(order.get(key, (float("inf"), position)),
+                         (index if index is not None else float("inf"), position))
+        value = _finite(record["metrics"].get(metric))
+        bucket = values[key][record["rate"]]
+        if value is not None:
+            bucket.append(value)
+    for setting in sorted({key[0] for key in values}, key=_setting_order):
+        rates = _rates(marked, setting)
+        original = next((v for k, v in values.items() if k[0] == setting and k[1] == ORIGINAL), None)
+        for method in methods:
+            settings = sorted((k for k in values if k[0] == setting and k[1] == method and method != ORIGINAL),
+                              key=lambda k: order[k])
+            if not settings:
+                continue
+            table = ["| setting | " + " | ".join(f"{100 * r:g}%" for r in rates) + " |",
+                     "|---|" + "---:|" * len(rates)]
+            if original is not None:
+                table.append(f"| {ORIGINAL} | " + " | ".join([_mean_std(original.get(0.0))] * len(rates)) + " |")
+            table += [f"| `{k[2]}` | " + " | ".join(_mean_std(values[k].get(rate)) for rate in rates) + " |"
+                      for k in settings]
+            lines += [f"### {_setting_label(setting, multi)}: {method}", "", *table, ""]
+    return lines
+
+
 def summary_markdown(marked: list[dict], failed: list[dict], methods: list[str], results_dir: Path,
-                     figures: list[Path]) -> str:
-    pairs = sorted({(r["dataset"], r["model"]) for r in marked})
+                     figures: list[Path], max_val_drop: float = DEFAULT_MAX_VAL_DROP,
+                     no_selection: Exception | None = None, records: list[dict] | None = None) -> str:
+    pairs = sorted({(str(r["dataset"]), str(r["model"])) for r in marked})
     multi = len(pairs) > 1
     lines = [
         "# Corrective unlearning report", "",
         f"Results `{results_dir}`: {', '.join(f'{d} / {m}' for d, m in pairs) or 'no finished cells'}; "
         f"{len(marked)} finished cells, {len(failed)} failed.", "",
-        "Each entry is the mean ± sample standard deviation over seeds (one seed: its value) of the hyperparameter "
-        "setting selected without test data: per (rate, seed, method), the best (deletion change on S_f + "
-        "validation accuracy) / 2. Columns are discovery rates |S_f| / |S_m|. The original model does not depend "
-        "on the rate, so its value fills every column. n/a: the metric is undefined (null) in every seed.", "",
     ]
-    for metric, flag, _, description in VIEWS:
-        lines += _view_section(marked, methods, metric, flag, description, multi)
-    lines += _time_section(marked, methods)
+    if no_selection is not None:
+        reason = [_title(str(no_selection)), ""]
+        lines += [f"**No hyperparameter selection was possible.** {reason[0]}", "",
+                  "The tables below therefore show every hyperparameter setting (one row each, in grid order) instead "
+                  "of a chosen one: mean ± sample standard deviation over seeds (one seed: its value); columns are "
+                  "discovery rates |S_f| / |S_m|; the original model's value fills every column; n/a: the metric is "
+                  "null in every seed. cells.csv leaves the selected, guarded and oracle flags empty, and no "
+                  "figures are drawn (they show chosen settings).", ""]
+        for i, (metric, _, _, description) in enumerate(EVERY_SETTING_VIEWS):  # the reason heads the first
+            lines += _every_setting_section(marked, methods, metric, description, multi, [] if i else reason)
+    else:
+        lines += [
+            "Each entry is the mean ± sample standard deviation over seeds (one seed: its value) of one "
+            "hyperparameter setting per group (dataset, model, manipulation variant, size, seed, rate, method), "
+            "chosen without test data by one of two rules:", "",
+            "- **paper rule** (paper 1; the default, for reproduction): the best (deletion change on S_f + "
+            "validation accuracy) / 2. It can pick a collapsed model: a model at chance flips all of S_f "
+            "(deletion change 100).",
+            f"- **guarded rule**: the best paper score among the settings whose validation accuracy is at most "
+            f"{max_val_drop:g} points below the original model's (same dataset, model, manipulation variant, size "
+            f"and seed). Where no setting is that close, it takes the setting with the highest validation accuracy; "
+            f"where the original's validation accuracy is unknown, it chooses nothing (n/a). Both cases are counted "
+            f"under its tables.", "",
+            "Ties go to the higher validation accuracy, then to the setting that comes first in the method's grid. "
+            "The oracle tables choose on test data: an upper bound, not a result. Columns are discovery rates "
+            "|S_f| / |S_m|. The original model does not depend on the rate, so its value fills every column. n/a: "
+            "the metric is undefined (null) in every seed, or no setting was chosen.", "",
+        ]
+        guard = _guard_lines(marked, methods, max_val_drop)
+        first_guarded = True
+        for metric, flag, _, description in VIEWS:
+            intro = guard if flag == "guarded" and first_guarded else []
+            first_guarded = first_guarded and flag != "guarded"
+            lines += _view_section(marked, methods, metric, flag, description, multi, max_val_drop, intro)
+    lines += _time_section(marked, methods, records if records is not None else [*marked, *failed])
+    lines += _notes_section(marked, methods)
     lines += _failed_section(failed)
     if figures:
         lines += ["## Figures", "", *(f"- [{p.stem}]({p.as_posix()})" for p in figures), ""]
@@ -271,22 +546,38 @@ def summary_markdown(marked: list[dict], failed: list[dict], methods: list[str],
 
 # -- figures -----------------------------------------------------------------------------------------------------
 
-def write_figures(marked: list[dict], methods: list[str], fig_dir: Path) -> list[Path]:
-    """One figure per manipulation and view, one panel per manipulation size."""
-    groups = sorted({_setting(r)[:3] for r in marked})
+def _stems(groups: list[tuple]) -> dict[tuple, str]:
+    """A file-name stem per (dataset, model, manipulation variant): the variant with every run of other characters
+    than letters, digits, ``_.=`` turned into ``-`` (``poison {"target":3}`` -> ``poison-target-3``), prefixed
+    by dataset and model when there are several; a checksum is appended where two variants would collide."""
     multi = len({g[:2] for g in groups}) > 1
+
+    def slug(text) -> str:
+        return re.sub(r"[^A-Za-z0-9_.=]+", "-", str(text)).strip("-") or "manipulation"
+
+    stems = {g: "-".join(slug(part) for part in (g if multi else g[2:])) for g in groups}
+    clashes = Counter(stems.values())
+    return {g: stem if clashes[stem] == 1 else f"{stem}-{zlib.crc32(str(g[2]).encode()):08x}"
+            for g, stem in stems.items()}
+
+
+def write_figures(marked: list[dict], methods: list[str], fig_dir: Path,
+                  max_val_drop: float = DEFAULT_MAX_VAL_DROP) -> list[Path]:
+    """One figure per manipulation variant and view, one panel per manipulation size."""
+    groups = sorted({_setting(r)[:3] for r in marked}, key=lambda g: tuple(map(str, g)))
+    stems = _stems(groups)
     values = [seed_values(marked, flag, metric) for metric, flag, _, _ in VIEWS]
     paths = []
-    for dataset, model, manipulation in groups:
-        stem = f"{dataset}-{model}-{manipulation}" if multi else manipulation
+    for group in groups:
+        dataset, model, variant = group
         for (_, flag, suffix, description), by_setting in zip(VIEWS, values):
             panels = {setting[3]: _panel(by_setting[setting], methods) for setting in by_setting
-                      if setting[:3] == (dataset, model, manipulation)}
+                      if setting[:3] == group}
             panels = {n: curves for n, curves in panels.items() if curves}
             if panels:
-                heading = (f"{dataset} / {model}, {manipulation}\n{description}\n{CHOICES[flag]}\n"
+                heading = (f"{dataset} / {model}, {variant}\n{description}\n{_choice(flag, max_val_drop)}\n"
                            f"line: mean over seeds; band: min-max over seeds")
-                paths.append(plot_metric(panels, fig_dir / f"{stem}-{suffix}.png", heading))
+                paths.append(plot_metric(panels, fig_dir / f"{stems[group]}-{suffix}.png", heading))
     return paths
 
 
