@@ -121,11 +121,16 @@ def test_ssd_notes_say_when_alpha_dampens_nothing(task):
     assert task.notes["dampened_weights"] == 0
 
 
-def test_ssd_importances_are_shared_across_the_grid(task):
+def test_ssd_importances_are_shared_across_the_grid_and_their_cost_is_recorded(task):
     task.cache.clear()
-    for alpha in (1.0, 10.0):
-        METHODS.get("ssd")(task, {"alpha": alpha})
-    assert len([k for k in task.cache if k[0] == "ssd"]) == 1
+    task.start_run()
+    METHODS.get("ssd")(task, {"alpha": 1.0})
+    (paid,) = task.shared_paid.items()
+    assert paid[0].startswith("ssd-importances") and paid[1] > 0 and task.shared_reused == []
+    task.start_run()
+    METHODS.get("ssd")(task, {"alpha": 10.0})
+    assert task.shared_paid == {} and task.shared_reused == [paid[0]]
+    assert len([k for k in task.cache if k[0] == "ssd-importances"]) == 1
 
 
 def test_dampen_counts_and_scales():
