@@ -33,16 +33,17 @@ def test_paper_grid_configs_load_and_expand(path):
 def test_cifar10_poison_grid_is_the_papers():
     config = load_grid_config(str(CONFIGS / "paper1" / "cifar10-poison.yaml"), [])
     per_rate = {name: len(config.method_settings(name)) for name in config.methods}
-    assert per_rate == {"eu": 1, "cf": 1, "ssd": 50, "badt": 1, "scrub": 8}
-    # 3 sizes x 3 seeds x (the original + 10 rates x 61 settings)
-    assert len(expand_cells(config)) == 9 * (1 + 10 * 61)
+    # EU and CF: last_k in {all, 2, 4}; SSD: 10 alphas x 5 lambda ratios; SCRUB: 8 alphas
+    assert per_rate == {"eu": 3, "cf": 3, "ssd": 50, "badt": 1, "scrub": 8}
+    # 3 sizes x 3 seeds x (the original + 10 rates x 65 settings)
+    assert len(expand_cells(config)) == 9 * (1 + 10 * 65)
 
 
 def test_fashion_mnist_recipe_is_cpu_sized():
     config = load_grid_config(str(CONFIGS / "paper1" / "fashion-mnist-poison.yaml"), [])
     assert config.manipulation_grids()[0].params == {"pattern": "checkerboard"}
-    # the original, then per rate: EU, CF, SSD 5 x 2, BadT, SCRUB 2
-    assert len(expand_cells(config)) == 1 + 5 * (1 + 1 + 10 + 1 + 2)
+    # the original, then per rate: EU 3 (last_k all, 2, 4), CF 3, SSD 5 x 2, BadT, SCRUB 2
+    assert len(expand_cells(config)) == 1 + 5 * (3 + 3 + 10 + 1 + 2)
 
 
 def test_demo_config_loads():

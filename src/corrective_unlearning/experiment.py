@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .cache import ModelCache, cache_key
+from .config import default_val_size
 from .data import ImageDataset, stratified_split
 from .data.locate import cache_dir
 from .evaluation import accuracy, collect_predictions, compute_metrics, predict
@@ -49,9 +50,13 @@ def build_setting(
     n: int,
     seed: int,
     runtime: Runtime,
-    val_size: int = 0,
+    val_size: int | None = None,
     **params,
 ) -> Setting:
+    """``val_size``: the validation split held out of the training set; None = the default, 5%
+    (:func:`config.default_val_size`); 0 = none, the reference's exact setting."""
+    if val_size is None:
+        val_size = default_val_size(len(dataset.train_labels))
     train_idx, val_idx = stratified_split(dataset.train_labels, val_size, seed)
     manipulated = manipulate(manipulation, dataset, train_idx, n, seed, **params)
 

@@ -1,14 +1,15 @@
 """Unlearning methods. Each is one file here: a function ``(task, hparams) -> new model`` registered with
 :func:`method`, declaring its hyperparameter defaults and the paper's search space.
 
-    @method("eu", defaults={"last_k": 0}, grid={"last_k": [0]})
+    @method("eu", defaults={"last_k": "all"}, grid={"last_k": ["all", 2, 4]})
     def exact_unlearning(task: Task, hp: dict) -> nn.Module: ...
 """
 from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import dataclass
+import typing
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from torch import nn
@@ -24,14 +25,32 @@ class Method:
     defaults: dict
     grid: dict  # the paper's search space: name -> list of values
     summary: str
+    types: dict = field(default_factory=dict)  # name -> type, where a default's own type is too narrow
 
     def resolve(self, hparams: dict | None) -> dict:
-        """Defaults overlaid with ``hparams``; unknown names are errors."""
+        """Defaults overlaid with ``hparams``. Unknown names are errors, and so is a value that is not of its
+        default's type: an int default takes an int, a float default an int or a float (either also takes null,
+        which methods read as unset), a bool default a bool, a str default a str. A None default takes anything,
+        except where the name is one of the recipe's fields (``steps``, ``lr``, ...), which a None default means
+        "the recipe's": then the recipe field's type (or null). A type the method declares in ``types`` (for a
+        hyperparameter whose values are wider than its default's type) replaces all of these."""
+        from ..config import ConfigError, check_type, describe_value  # late: config imports the training layer
+        from ..training.recipe import Recipe
+
+        where = f"method {self.name}"
+        if hparams is not None and not isinstance(hparams, dict):
+            raise ConfigError(f"{where}: hyperparameters: expected dict, got {describe_value(hparams)}")
         hparams = dict(hparams or {})
         unknown = sorted(set(hparams) - set(self.defaults))
         if unknown:
-            raise ValueError(f"method {self.name}: unknown hyperparameter(s) {unknown}; "
-                             f"expected some of {sorted(self.defaults)}")
+            raise ConfigError(f"{where}: unknown hyperparameter(s) {unknown}; expected some of {sorted(self.defaults)}")
+        recipe_types = typing.get_type_hints(Recipe)
+        for name, value in hparams.items():
+            default = self.defaults[name]
+            if value is None and (default is None or type(default) in (int, float)):
+                continue
+            kind = self.types.get(name) or (recipe_types.get(name, Any) if default is None else type(default))
+            check_type(value, kind, f"{where}: hyperparameter {name!r}")
         return {**self.defaults, **hparams}
 
     def __call__(self, task: Task, hparams: dict | None = None) -> nn.Module:
@@ -41,10 +60,10 @@ class Method:
 METHODS: Registry[Method] = Registry("method")
 
 
-def method(name: str, defaults: dict, grid: dict | None = None):
+def method(name: str, defaults: dict, grid: dict | None = None, types: dict | None = None):
     def decorator(fn: Callable[[Task, dict], nn.Module]) -> Callable[[Task, dict], nn.Module]:
         summary = " ".join((fn.__doc__ or "").strip().split("\n\n")[0].split())
-        METHODS.register(name)(Method(name, fn, dict(defaults), dict(grid or {}), summary))
+        METHODS.register(name)(Method(name, fn, dict(defaults), dict(grid or {}), summary, dict(types or {})))
         return fn
 
     return decorator

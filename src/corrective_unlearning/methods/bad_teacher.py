@@ -6,9 +6,24 @@ import math
 import torch
 from torch import nn
 
+from ..training.trainer import LossFn
 from . import method
 from .common import frozen_teacher, kl_to_teacher
 from .task import Task
+
+
+def bad_teacher_loss(is_forget: torch.Tensor, good: nn.Module, bad: nn.Module, temperature: float = 1.0) -> LossFn:
+    """The loss BadT minimises: KL(teacher softmax || student log-softmax) with ``F.kl_div``'s default elementwise
+    mean over the B x C entries, as the reference and the original BadT compute it (a batch mean would be C times
+    larger: under the SGD bench recipe, another learning rate). The teacher is ``bad`` on rows whose training
+    index is flagged in ``is_forget`` (S_f), ``good`` (M_o) elsewhere."""
+
+    def loss(model: nn.Module, x: torch.Tensor, _y: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = torch.where(is_forget[indices][:, None], bad(x), good(x))
+        return kl_to_teacher(model(x), target, temperature, reduction="mean")
+
+    return loss
 
 
 @method("badt", defaults={"variant": "original", "lr": None, "steps": None, "retain_fraction": 0.3,
@@ -22,11 +37,7 @@ def bad_teacher(task: Task, hp: dict) -> nn.Module:
     bad = frozen_teacher(task.fresh_model(seed=task.seed + 1), task.runtime)
     is_forget = torch.zeros(len(task.labels), dtype=torch.bool, device=task.device)
     is_forget[task.forget_idx.to(task.device)] = True
-
-    def loss(model, x, _y, indices):
-        with torch.no_grad():
-            target = torch.where(is_forget[indices][:, None], bad(x), good(x))
-        return kl_to_teacher(model(x), target, hp["temperature"])
+    loss = bad_teacher_loss(is_forget, good, bad, hp["temperature"])
 
     if hp["variant"] == "original":
         generator = torch.Generator().manual_seed(task.seed)

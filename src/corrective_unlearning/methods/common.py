@@ -9,11 +9,23 @@ from ..models import blocks, fold_batchnorm
 from ..runtime import Runtime
 
 
-def kl_to_teacher(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0):
-    """KL(teacher || student) on temperature-softened outputs, batch mean, scaled by T^2 as in distillation."""
+def kl_to_teacher(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
+                  reduction: str = "batchmean"):
+    """KL(teacher || student) on temperature-softened outputs.
+
+    ``batchmean`` (SCRUB): the sum over a row, averaged over the batch, scaled by T^2 as in distillation.
+    ``mean`` (BadT): ``F.kl_div``'s default, as the reference's bad teacher calls it: the average over all B x C
+    entries, i.e. the batch mean divided by the number of classes, not scaled by T^2.
+    """
+    if reduction not in ("batchmean", "mean"):
+        raise ValueError(f"kl_to_teacher reduction must be 'batchmean' or 'mean', got {reduction!r}")
     t = temperature
-    return F.kl_div(F.log_softmax(student_logits.float() / t, 1), F.softmax(teacher_logits.float() / t, 1),
-                    reduction="batchmean") * t * t
+    log_q, p = F.log_softmax(student_logits.float() / t, 1), F.softmax(teacher_logits.float() / t, 1)
+    if reduction == "batchmean":
+        return F.kl_div(log_q, p, reduction="batchmean") * t * t
+    # the sum over the entries divided by their number: F.kl_div's reduction="mean", spelled out because torch
+    # warns that it will change that reduction's meaning
+    return F.kl_div(log_q, p, reduction="sum") / p.numel()
 
 
 def frozen_teacher(model: nn.Module, runtime: Runtime) -> nn.Module:
