@@ -23,8 +23,10 @@ GRID = {
     "manipulations": [{"name": "poison", "sizes": [40]}],
     "rates": [0.5, 1.0],
     "seeds": [0],
-    "methods": {"cf": {"params": {"steps": 5}}, "ssd": {"grid": {"alpha": [1, 10], "lambda_ratio": [1]}}},
+    "methods": {"cf": {"grid": {"last_k": ["all"]}, "params": {"steps": 5}}, "ssd": {"grid": {"alpha": [1, 10], "lambda_ratio": [1]}}},
 }
+
+ALL_LAYERS = {"last_k": ["all"]}  # one setting each: the last-k variants are tested in test_last_k.py
 
 
 def _config(tmp_path, **changes) -> Path:
@@ -83,7 +85,7 @@ def test_failing_cell_is_recorded_and_the_grid_goes_on(tmp_path):
 
 def test_killed_run_resumes_with_exactly_one_record_per_cell(tmp_path):
     config_path = _config(tmp_path, rates=[0.25, 0.5, 0.75, 1.0],
-                          methods={"eu": {"params": {"steps": 40}}, "cf": {"params": {"steps": 20}}})
+                          methods={"eu": {"grid": ALL_LAYERS, "params": {"steps": 40}}, "cf": {"grid": ALL_LAYERS, "params": {"steps": 20}}})
     out = tmp_path / "out"
     command = [sys.executable, "-m", "corrective_unlearning", "run", str(config_path), "--out", str(out), "--quiet"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -111,7 +113,7 @@ def test_two_variants_of_one_manipulation_are_separate_cells(tmp_path):
     variants = [{"name": "poison", "sizes": [40], "params": {"target": 0}},
                 {"name": "poison", "sizes": [40], "params": {"target": 1}}]
     config = load_grid_config(str(_config(tmp_path, manipulations=variants, rates=[1.0],
-                                          methods={"cf": {"params": {"steps": 2}}})), [])
+                                          methods={"cf": {"grid": ALL_LAYERS, "params": {"steps": 2}}})), [])
     cells = expand_cells(config)
     assert len(cells) == len({c.id for c in cells}) == 4
     records = run_grid(config, tmp_path / "out", progress=False)
@@ -134,7 +136,7 @@ def test_records_carry_grid_order_and_shared_work(tmp_path):
 
 def test_resume_refuses_a_changed_setting_and_accepts_more_methods(tmp_path):
     out = tmp_path / "out"
-    run_grid(load_grid_config(str(_config(tmp_path, methods={"cf": {"params": {"steps": 2}}})), []), out,
+    run_grid(load_grid_config(str(_config(tmp_path, methods={"cf": {"grid": ALL_LAYERS, "params": {"steps": 2}}})), []), out,
              progress=False)
     for override, key in (("recipe.steps=16", "recipe.steps"), ("dataset.val_size=20", "dataset.val_size"),
                           ("model=resnet9", "model"),
@@ -177,3 +179,11 @@ def test_a_failing_original_fails_its_own_cells_and_the_grid_goes_on(tmp_path, m
     assert len(failed) == 7 and all(r["manipulation_variant"] == 'poison {"target":1}' for r in failed)
     assert all("original model: DivergenceError" in r["error"] for r in failed)
     assert sum(r["status"] == "ok" for r in records) == 7
+
+
+@pytest.mark.parametrize("methods, where", [({"cf": 5}, "methods.cf: expected a mapping"),
+                                            ({"cf": {"params": 5}}, "methods.cf.params: expected a mapping"),
+                                            ({"cf": {"grid": [1]}}, "methods.cf.grid: expected a mapping")])
+def test_malformed_method_entries_are_named(tmp_path, methods, where):
+    with pytest.raises(ConfigError, match=where):
+        load_grid_config(str(_config(tmp_path, methods=methods)), [])

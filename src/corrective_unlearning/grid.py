@@ -62,6 +62,13 @@ class GridConfig(RunConfig):
         crossed with fixed params, each validated against the method's declared hyperparameters."""
         spec = METHODS.get(name)
         options = self.methods.get(name) or {}
+        if not isinstance(options, dict):
+            raise ConfigError(f"methods.{name}: expected a mapping with 'grid' and/or 'params' (or null for the "
+                              f"paper grid), got {type(options).__name__} {options!r}")
+        for key, kind in (("grid", "name -> list of values"), ("params", "name -> value")):
+            if options.get(key) is not None and not isinstance(options[key], dict):
+                raise ConfigError(f"methods.{name}.{key}: expected a mapping ({kind}), got "
+                                  f"{type(options[key]).__name__} {options[key]!r}")
         unknown = sorted(set(options) - {"grid", "params"})
         if unknown:
             raise ConfigError(f"methods.{name}: unknown key(s) {unknown}; expected 'grid' and/or 'params'")

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import blocks, fold_batchnorm
+from ..models import fold_batchnorm
 from ..runtime import Runtime
 
 
@@ -32,16 +32,6 @@ def frozen_teacher(model: nn.Module, runtime: Runtime) -> nn.Module:
     """An inference-only copy of ``model`` for distillation targets: eval mode, no gradients, batch norm folded
     into its convolutions (one forward pass per training step, so the saved kernels count)."""
     return runtime.prepare(fold_batchnorm(model))
-
-
-def last_blocks(model: nn.Module, k: int) -> list[nn.Parameter]:
-    """Parameters of the model's last ``k`` blocks (all parameters when ``k`` is 0)."""
-    if k == 0:
-        return list(model.parameters())
-    model_blocks = blocks(model)
-    if not 0 < k <= len(model_blocks):
-        raise ValueError(f"last_k must be in [0, {len(model_blocks)}] for this model, got {k}")
-    return [p for block in model_blocks[-k:] for p in block.parameters()]
 
 
 def reinitialise(modules: list[nn.Module], seed: int) -> None:
