@@ -314,3 +314,16 @@ def test_runtime_compile_modes_on_the_cpu(given, expected):
 def test_runtime_rejects_an_unknown_compile_mode():
     with pytest.raises(ValueError, match="compile must be .*reduce-overhead.*got 'fast'"):
         Runtime.create("cpu", "fast")
+
+
+def test_observe_sees_every_steps_logits_and_after_step_runs_after_each_update(synthetic, runtime, bank):
+    model, seen, steps = _fresh(), [], []
+    recipe = Recipe(steps=4, batch_size=32)
+    train(model, bank, synthetic.train_labels, torch.arange(300), recipe, seed=0, runtime=runtime,
+          observe=lambda logits, labels, indices: seen.append((logits.shape, bool(logits.requires_grad),
+                                                               torch.equal(labels, synthetic.train_labels[indices]))),
+          after_step=steps.append)
+    assert seen == [((32, synthetic.num_classes), False, True)] * 4 and steps == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="observe sees the logits of the default cross-entropy"):
+        train(model, bank, synthetic.train_labels, torch.arange(300), recipe, seed=0, runtime=runtime,
+              observe=lambda *a: None, loss_fn=lambda m, x, y, i: m(x).sum())

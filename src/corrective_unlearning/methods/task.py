@@ -107,6 +107,7 @@ class Task:
         loss_fn: LossFn = cross_entropy,
         labels: torch.Tensor | None = None,
         frozen: Sequence[nn.Module] = (),
+        after_step: Callable[[int], None] | None = None,
         desc: str = "unlearn",
         seed: int | None = None,
     ) -> TrainLog:
@@ -116,4 +117,4 @@ class Task:
             recipe = recipe.replace(checkpoint="last")  # methods select by their own rules, never on test data
         return train(model, self.bank, self.labels if labels is None else labels, indices, recipe,
                      seed=self.seed if seed is None else seed, runtime=self.runtime, triggered=self._triggered,
-                     frozen=frozen, loss_fn=loss_fn, desc=desc)
+                     frozen=frozen, loss_fn=loss_fn, after_step=after_step, desc=desc)

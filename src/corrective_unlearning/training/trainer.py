@@ -23,6 +23,8 @@ from .recipe import Recipe
 
 # A batch loss: (model, inputs, targets, sample indices) -> scalar. The default is cross-entropy.
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# Sees each training step's logits: (detached logits, labels, sample indices) -> None.
+Observer = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
 CHECK_EVERY = 50  # steps between finiteness checks and progress updates (each one syncs the device)
 
 
@@ -64,16 +66,22 @@ def train(
     frozen: Sequence[nn.Module] = (),
     loss_fn: LossFn = cross_entropy,
     select: Callable[[nn.Module], float] | None = None,
+    observe: Observer | None = None,
+    after_step: Callable[[int], None] | None = None,
     desc: str = "train",
 ) -> TrainLog:
     """Train ``model`` in place on ``indices`` of ``bank`` with ``labels`` (the given, possibly corrupted ones).
 
     ``triggered`` flags samples that carry the trigger; ``frozen`` modules (last-k variants) stay exactly as
     they are: out of the optimiser, no gradients, and in eval mode so that their batch-norm statistics do not
-    move either; ``select`` scores a checkpoint when ``recipe.checkpoint`` is ``val`` or ``test`` (higher is better).
+    move either; ``observe(logits, labels, indices)`` sees each step's detached logits of the default
+    cross-entropy loss (per-example statistics without another forward pass); ``after_step(step)`` runs after
+    each optimiser step (e.g. to hold masked weights in place); ``select`` scores a checkpoint when ``recipe.checkpoint`` is ``val`` or ``test`` (higher is better).
     """
     if len(indices) == 0:
         raise ValueError("cannot train on an empty index set")
+    if observe is not None and loss_fn is not cross_entropy:
+        raise ValueError("observe sees the logits of the default cross-entropy loss only")
     if recipe.checkpoint != "last" and select is None:
         raise ValueError(f"recipe.checkpoint={recipe.checkpoint!r} needs a selection score")
     device = bank.device
@@ -111,11 +119,18 @@ def train(
             stamp = triggered[batch] if triggered is not None else False
             x = bank.batch(batch, stamp, recipe.crop_padding, recipe.flip, aug_generator)
             with runtime.autocast():
-                loss = loss_fn(forward, x, labels[batch], batch)
+                if observe is None:
+                    loss = loss_fn(forward, x, labels[batch], batch)
+                else:
+                    logits = forward(x)
+                    loss = F.cross_entropy(logits, labels[batch])
+                    observe(logits.detach(), labels[batch], batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
+            if after_step is not None:
+                after_step(step)
             losses[step] = loss.detach().float()
             if (step + 1) % CHECK_EVERY == 0 or step + 1 == recipe.steps:
                 window = losses[step - step % CHECK_EVERY : step + 1]
