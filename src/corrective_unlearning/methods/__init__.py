@@ -80,6 +80,7 @@ def hparams_key(hparams: dict[str, Any]) -> str:
     return json.dumps(hparams, sort_keys=True, separators=(",", ":"))
 
 
-from . import bad_teacher, catastrophic_forgetting, exact_unlearning, scrub, ssd  # noqa: E402,F401
+from . import (bad_teacher, catastrophic_forgetting, exact_unlearning, l1_sparse, neggrad, neggrad_plus,  # noqa: E402,F401
+               npo, random_label, salun, scrub, ssd)
 
 __all__ = ["METHODS", "Method", "Task", "expand_grid", "hparams_key", "method"]
