@@ -73,10 +73,11 @@ def cmd_train(args) -> int:
 def cmd_methods(_args) -> int:
     from .methods import METHODS, expand_grid
 
+    width = max(len(name) for name, _ in METHODS.items())
     for name, spec in METHODS.items():
-        print(f"{name:8s} {spec.summary}")
-        print(f"{'':8s}   defaults: {spec.defaults}")
-        print(f"{'':8s}   paper grid: {len(expand_grid(spec.grid))} setting(s) {spec.grid}")
+        print(f"{name:{width}s} {spec.summary}")
+        print(f"{'':{width}s}   defaults: {spec.defaults}")
+        print(f"{'':{width}s}   paper grid: {len(expand_grid(spec.grid))} setting(s) {spec.grid}")
     return 0
 
 
