@@ -153,9 +153,20 @@ def deletion_set(setting: Setting, rate: float) -> torch.Tensor:
     return torch.sort(manipulated[order[: round(rate * len(manipulated))]]).values
 
 
-def make_task(setting: Setting, original, forget: torch.Tensor, recipe, runtime: Runtime) -> Task:
+def make_task(setting: Setting, original, forget: torch.Tensor, recipe, runtime: Runtime,
+              info: dict | None = None) -> Task:
+    """The task of one deletion set. Its ``memorization`` capability reads the original's proxy scores through
+    :func:`~corrective_unlearning.proxies.memorization_scores` with ``info`` from ``train_original`` (without
+    ``info``, only scores kept with the model object in memory and proxies that need no record of the original
+    can be read)."""
+    from .proxies import memorization_scores
+
     device = runtime.device
     m = setting.manipulated
+
+    def memorization(name: str, params: dict) -> torch.Tensor:
+        return memorization_scores(name, setting, original, info or {}, runtime, **params)
+
     return Task(
         original=original,
         bank=setting.train_bank,
@@ -169,6 +180,7 @@ def make_task(setting: Setting, original, forget: torch.Tensor, recipe, runtime:
         runtime=runtime,
         seed=setting.seed,
         _triggered=m.triggered.to(device),
+        memorization=memorization,
     )
 
 
@@ -289,7 +301,7 @@ def run_grid(config: GridConfig, out: str | Path, progress: bool = True) -> list
         for rate, rate_cells in itertools.groupby(group, key=lambda c: c.rate):
             forget = deletion_set(setting, rate) if rate > 0 else None
             # Built once per rate, on first use inside a cell: a task that cannot be built fails its cells.
-            task = functools.cache(lambda forget=forget: make_task(setting, original, forget, recipe, runtime))
+            task = functools.cache(lambda forget=forget: make_task(setting, original, forget, recipe, runtime, info))
             for cell in rate_cells:
                 bar.set_description(f"grid: {cell.method} {cell.variant} n={n} rate {rate:.2f}")
                 record = _run_cell(cell, setting, original, info, task, forget, runtime, base)

@@ -37,6 +37,11 @@ class Task:
     notes: dict = field(default_factory=dict, repr=False)  # what the last method run says about itself
     shared_paid: dict = field(default_factory=dict, repr=False)  # shared work the last run computed: key -> seconds
     shared_reused: list = field(default_factory=list, repr=False)  # shared work the last run took from the cache
+    # Optional capability, set by whoever builds the task: (proxy name, proxy params) -> memorization scores over
+    # the whole training split (float, higher = more memorized; see corrective_unlearning.proxies) of the model the
+    # task was built for (M_o: a task a meta-method derives from this one keeps it). Read it through
+    # :meth:`memorization_scores`, which says how to provide it when it is missing.
+    memorization: Callable[[str, dict], torch.Tensor] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         # Every method loop is bounded by the sizes of these sets: an empty one is refused here, not spun on.
@@ -92,6 +97,26 @@ class Task:
         recipe = self.recipe
         return self.bank.batch(indices, self._triggered[indices], recipe.crop_padding if augment else 0,
                                recipe.flip and augment, generator)
+
+    def memorization_scores(self, proxy: str, params: dict | None = None) -> torch.Tensor:
+        """Proxy ``proxy``'s memorization scores over the training split (row ``i`` = training image ``i``, higher
+        = more memorized, NaN where undefined), from the ``memorization`` capability of whoever built the task."""
+        if self.memorization is None:
+            raise ValueError(
+                f"memorization proxy {proxy!r} was asked for, but this task carries no memorization scores: build it "
+                f"with Task(memorization=...), a callable (proxy name, params) -> scores over the training split "
+                f"(the grid's make_task binds corrective_unlearning.proxies.memorization_scores), or choose a "
+                f"method setting that needs no proxy (e.g. rum with order=shuffle)")
+        return self.memorization(proxy, dict(params or {}))
+
+    def embeddings(self, model: nn.Module, indices: torch.Tensor) -> torch.Tensor:
+        """Penultimate embeddings (the input of ``model``'s last ``nn.Linear``; float32 CPU ``[N, D]``, row ``k``
+        for ``indices[k]``) of training samples rendered exactly as in training, trigger included, without
+        augmentation, in eval mode (the model's mode is restored)."""
+        from ..proxies.entanglement import penultimate_embeddings  # late: proxies import the training layer
+
+        indices = torch.as_tensor(indices, dtype=torch.long).to(self.device)
+        return penultimate_embeddings(model, self.bank, indices, self.runtime, stamp=self._triggered[indices])
 
     def stream(self, indices: torch.Tensor, steps: int, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
         """``steps`` batches of indices drawn epoch by epoch from seeded permutations of ``indices``."""
