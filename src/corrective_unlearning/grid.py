@@ -6,6 +6,12 @@ Cells are (manipulation, size, seed, discovery rate, method, hyperparameters), p
 by every method and hyperparameter setting of that rate. Each finished cell is written atomically as
 ``<out>/records/<cell id>.json``, so an interrupted run resumes where it stopped; a failing cell is recorded
 with its error and the grid goes on (failed cells are retried on the next run).
+
+With ``tow: {references: [retrain, clean], retain_samples: 5000}`` (default ``tow: null``: off) every method cell
+also gets RUM's ToW (SPEC 7, in percent) against two references, both cached (:mod:`.references`): the model
+retrained on the retain set (one per deletion set) and the clean oracle (one per seed). A deletion set's references
+are obtained and scored once, before its first method runs, written to ``<out>/references/<deletion set>.json``
+and copied into its records as ``references``; their cost is never in a method's time.
 """
 from __future__ import annotations
 
@@ -26,10 +32,12 @@ from tqdm.auto import tqdm
 
 from .config import ConfigError, RunConfig, apply_overrides, from_dict, read_yaml, to_dict, write_yaml
 from .data import load_dataset
+from .evaluation.tow import tow_accuracies
 from .experiment import Setting, build_setting, evaluate, train_original
 from .manipulations import index_hash
 from .methods import METHODS, Task, expand_grid, hparams_key
 from .records import environment, write_json_atomic
+from .references import REFERENCES, DeletionSetReferences, deletion_set_references, train_clean_oracle
 from .runtime import Runtime, Stopwatch
 
 ORIGINAL = "original"
@@ -43,6 +51,17 @@ class ManipulationGrid:
 
 
 @dataclass
+class TowConfig:
+    """``tow:`` in a grid config. ``references``: which of ``retrain`` (the model retrained on the retain set, RUM's
+    reference) and ``clean`` (the clean oracle, every manipulation undone) to compare against; ``retain_samples``:
+    how many retain samples (a seeded subsample, the same for every model of a deletion set) A_r is measured on
+    (null: all of them)."""
+
+    references: list[str] = field(default_factory=lambda: list(REFERENCES))
+    retain_samples: int | None = 5000
+
+
+@dataclass
 class GridConfig(RunConfig):
     """``corrective run``: manipulations x sizes x seeds x rates x methods and their grids."""
 
@@ -51,6 +70,26 @@ class GridConfig(RunConfig):
     seeds: list = field(default_factory=lambda: [0])
     methods: dict = field(default_factory=dict)  # name -> {grid: {...}, params: {...}} or null for the paper grid
     projection: dict = field(default_factory=lambda: {"sizes": 3, "rates": 10, "seeds": 1})
+    # ToW (RUM, SPEC 7) against cached references: null = off (no reference is trained), or
+    # {references: [retrain, clean], retain_samples: 5000}; see TowConfig.
+    tow: dict | None = None
+
+    def tow_options(self) -> TowConfig | None:
+        """The ``tow`` section with its defaults filled in, validated; None when ToW is off."""
+        if self.tow is None:
+            return None
+        options = from_dict(TowConfig, self.tow, "tow")
+        if not isinstance(options.references, list) or not options.references:
+            raise ConfigError(f"tow.references: expected a non-empty list of {list(REFERENCES)}, got "
+                              f"{options.references!r}")
+        unknown = [r for r in options.references if r not in REFERENCES]
+        if unknown or len(set(options.references)) != len(options.references):
+            raise ConfigError(f"tow.references: expected distinct names among {list(REFERENCES)}, got "
+                              f"{options.references!r}")
+        if options.retain_samples is not None and options.retain_samples < 1:
+            raise ConfigError(f"tow.retain_samples: expected an integer >= 1 (or null: the whole retain set), got "
+                              f"{options.retain_samples!r}")
+        return options
 
     def manipulation_grids(self) -> list[ManipulationGrid]:
         if not self.manipulations:
@@ -99,6 +138,7 @@ def load_grid_config(path: str | None, overrides: list[str]) -> GridConfig:
 
     for i, m in enumerate(config.manipulation_grids()):
         check_params(m.name, m.params, f"manipulations[{i}].params")
+    config.tow_options()
     return config
 
 
@@ -124,8 +164,13 @@ class Cell:
 
     @property
     def id(self) -> str:
+        return f"{self.deletion_set_id}-{self.method}-{_digest(hparams_key(self.hparams))}"
+
+    @property
+    def deletion_set_id(self) -> str:
+        """The cell id up to the rate: the cells of one deletion set share it."""
         manipulation = f"{self.manipulation}-{_digest(self.params)}" if self.params else self.manipulation
-        return f"{manipulation}-n{self.n}-seed{self.seed}-rate{self.rate:.2f}-{self.method}-{_digest(hparams_key(self.hparams))}"
+        return f"{manipulation}-n{self.n}-seed{self.seed}-rate{self.rate:.2f}"
 
     def manipulation_params(self) -> dict:
         return json.loads(self.params) if self.params else {}
@@ -279,6 +324,8 @@ def run_grid(config: GridConfig, out: str | Path, progress: bool = True) -> list
     common = {"dataset": dataset.name, "model": config.model_name, "recipe": dataclasses.asdict(recipe),
               "environment": {**environment(), **runtime.describe()}}
     written = []
+    tow = config.tow_options()
+    oracles: dict = {}  # clean oracles obtained in this run, by cache key (one serves every variant and size)
     bar = tqdm(total=len(pending), desc="grid", unit="cell", disable=not progress)
     for (name, _, n, seed), group in _groups(pending):
         group = list(group)
@@ -298,13 +345,21 @@ def run_grid(config: GridConfig, out: str | Path, progress: bool = True) -> list
             continue
         base = {**common, "setting": setting.describe(), "index_hashes": setting.index_hashes(),
                 "original_cache_key": info["cache_key"]}
+        clean_oracle = _first_use(_once(functools.partial(train_clean_oracle, setting, config.model_name, recipe,
+                                                          runtime, config.cache, oracles)))
         for rate, rate_cells in itertools.groupby(group, key=lambda c: c.rate):
             forget = deletion_set(setting, rate) if rate > 0 else None
             # Built once per rate, on first use inside a cell: a task that cannot be built fails its cells.
             task = functools.cache(lambda forget=forget: make_task(setting, original, forget, recipe, runtime, info))
+            rate_cells = list(rate_cells)
+            references = None
+            if tow is not None and rate > 0:  # ToW: both references once per deletion set, on first use
+                references = _once(functools.partial(
+                    _deletion_set_references, setting, original, info, forget, task, tow, clean_oracle, runtime,
+                    config.cache, Path(out) / "references" / f"{rate_cells[0].deletion_set_id}.json"))
             for cell in rate_cells:
                 bar.set_description(f"grid: {cell.method} {cell.variant} n={n} rate {rate:.2f}")
-                record = _run_cell(cell, setting, original, info, task, forget, runtime, base)
+                record = _run_cell(cell, setting, original, info, task, forget, runtime, base, references)
                 store.write(cell, record)
                 written.append(record)
                 bar.update()
@@ -316,20 +371,78 @@ def run_grid(config: GridConfig, out: str | Path, progress: bool = True) -> list
     return written
 
 
+def _once(compute: Callable[[], object]) -> Callable[[], object]:
+    """``compute()`` on the first call; later calls return its value, or raise its error again (a reference that
+    cannot be trained fails every cell that needs it, without being retrained for each)."""
+    outcome: list = []
+
+    def get():
+        if not outcome:
+            try:
+                outcome.append((True, compute()))
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as error:
+                outcome.append((False, error))
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
+
+    return get
+
+
+def _first_use(get: Callable[[], tuple]) -> Callable[[], tuple]:
+    """A (model, info) getter whose info says ``cache: reused`` (nothing paid) after its first use: the cost of a
+    reference shared by several deletion sets is recorded with the first of them only."""
+    uses = []
+
+    def first() -> tuple:
+        model, info = get()
+        uses.append(True)
+        return (model, info) if len(uses) == 1 else (model, {**info, "cache": "reused", "seconds_this_run": 0.0})
+
+    return first
+
+
+def _deletion_set_references(setting, original, info, forget, task, tow: TowConfig, clean_oracle, runtime,
+                             use_cache: bool, path: Path) -> DeletionSetReferences:
+    """One deletion set's ToW references, scored once; also written to ``<out>/references/<deletion set>.json``,
+    the one record of their cost (``train_seconds``: the synchronised training time, measured when the model was
+    trained; ``cache``: miss = trained in this run, hit = read from the cache, reused = already obtained in this
+    run for another deletion set; ``seconds_this_run``: what obtaining it cost this run). None of it is charged to
+    a method's ``method_seconds``."""
+    references = deletion_set_references(setting, original, forget, task, tow.references, tow.retain_samples,
+                                         info["cache_key"], clean_oracle, runtime, use_cache)
+    write_json_atomic(path, {"deletion_set": path.stem, "written": time.time(), "retain_samples": tow.retain_samples,
+                             "original_cache_key": info["cache_key"], **references.block()})
+    return references
+
+
 def _cell_fields(cell: Cell) -> dict:
     return {"cell": cell.id, "manipulation": cell.manipulation, "manipulation_variant": cell.variant,
             "n": cell.n, "seed": cell.seed, "rate": cell.rate, "method": cell.method, "hparams": cell.hparams,
             "setting_index": cell.setting_index}
 
 
-def _run_cell(cell: Cell, setting, original, info, make_task: Callable[[], Task], forget, runtime, base) -> dict:
+def _run_cell(cell: Cell, setting, original, info, make_task: Callable[[], Task], forget, runtime, base,
+              references: Callable[[], DeletionSetReferences] | None = None) -> dict:
+    """``references``: this deletion set's ToW references (grid option ``tow``), obtained before the method runs
+    (their cost is never in ``method_seconds``); the ``original`` cell has no deletion set and no ToW: the original
+    model's ToW at each deletion set is ``original_tow_*`` in that deletion set's records."""
     record = {**base, **_cell_fields(cell), "started": time.time()}
     try:
         shared = {}
+        refs = None
         if cell.method == ORIGINAL:
             model, method_seconds = original, info["train_seconds"]
             record["original_cache"] = info["cache"]
         else:
+            if references is not None:
+                try:
+                    refs = references()
+                except Exception as error:
+                    raise RuntimeError(f"ToW references: {type(error).__name__}: {error}") from error
             task = make_task()
             record["index_hashes"] = {**base["index_hashes"], "forget": index_hash(forget)}
             record["forget_size"] = len(forget)
@@ -344,8 +457,15 @@ def _run_cell(cell: Cell, setting, original, info, make_task: Callable[[], Task]
                       "shared_reused": list(task.shared_reused)}
         with Stopwatch(runtime) as clock:
             metrics = evaluate(model, setting, runtime, forget)
-        record.update(status="ok", metrics=metrics,
-                      timings={"method_seconds": method_seconds, "eval_seconds": clock.seconds, **shared})
+        tow_timing = {}
+        if refs is not None:
+            with Stopwatch(runtime) as tow_clock:  # the same test predictions as test_acc: not made twice
+                u = tow_accuracies(model, setting, forget, refs.retain, runtime, test_acc=metrics["test_acc"])
+            metrics.update(refs.metrics(u))
+            record.update(tow={"accuracies": u}, references=refs.block())
+            tow_timing = {"tow_eval_seconds": tow_clock.seconds}
+        record.update(status="ok", metrics=metrics, timings={"method_seconds": method_seconds,
+                                                             "eval_seconds": clock.seconds, **tow_timing, **shared})
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as error:  # recorded, and the grid goes on

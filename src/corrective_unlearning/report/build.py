@@ -51,9 +51,17 @@ VIEWS = [
      "clean-label accuracy on the manipulated training samples S_m"),
     ("utility_acc", "guarded", "utility-guarded", "utility (accuracy on the unaffected test domain)"),
     ("affected_acc", "oracle", "affected-oracle", "clean-label accuracy on the affected test domain D_m"),
+    # RUM's ToW (grid option ``tow``): sections only where the records have it, no figures (see TOW_BASELINES).
+    ("tow_retrain", "selected", "tow-retrain",
+     "ToW against the retrained model (RUM's reference; A_f on S_f's given labels)"),
+    ("tow_clean", "selected", "tow-clean",
+     "ToW against the clean oracle (every manipulation undone; A_f on S_f's given labels)"),
 ]
 # Without validation data: every setting of the headline metric and of utility.
 EVERY_SETTING_VIEWS = [VIEWS[0], VIEWS[2]]
+# ToW metric -> the metric of the same deletion set's records that holds the *original* model's ToW there: unlike
+# the other metrics it depends on the deletion set, so the original row of a ToW table shows it per rate.
+TOW_BASELINES = {"tow_retrain": "original_tow_retrain", "tow_clean": "original_tow_clean"}
 
 Setting = tuple  # (dataset, model, manipulation variant, n)
 SeedValues = dict  # setting -> method -> rate -> finite values, one per seed
@@ -291,7 +299,10 @@ def _table(by_method: dict, methods: list[str], rates: list[float]) -> list[str]
              "|---|" + "---:|" * len(rates)]
     for method in (m for m in methods if m in by_method):
         # The original model does not depend on the discovery rate: its one value fills every column.
-        cells = [_mean_std(by_method[method].get(0.0 if method == ORIGINAL else rate)) for rate in rates]
+        # (Except where the original has a value per rate: its ToW, see TOW_BASELINES.)
+        by_rate = by_method[method]
+        cells = [_mean_std(by_rate.get(rate) if method != ORIGINAL or rate in by_rate else by_rate.get(0.0))
+                 for rate in rates]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return lines
 
@@ -303,11 +314,45 @@ def _title(text: str) -> str:
 def _view_section(marked: list[dict], methods: list[str], metric: str, flag: str, description: str,
                   multi: bool, max_val_drop: float, intro: list[str] = ()) -> list[str]:
     values = seed_values(marked, flag, metric)
+    if metric in TOW_BASELINES:
+        _original_per_rate(values, marked, TOW_BASELINES[metric])
     lines = [f"## {_title(_rule(flag, max_val_drop))}: {description} (`{metric}`, %)", "", *intro]
     for setting in sorted(values, key=_setting_order):
         lines += [f"### {_setting_label(setting, multi)}", "",
                   *_table(values[setting], methods, _rates(marked, setting)), ""]
     return lines if values else lines + ["_no finished cells_", ""]
+
+
+def _original_per_rate(values: SeedValues, marked: list[dict], baseline: str) -> None:
+    """Fill the original row of a ToW table with the original model's ToW at each deletion set (``baseline``, the
+    same in every record of a deletion set: one value per seed)."""
+    found = {}
+    for record in marked:
+        value = _finite((record.get("metrics") or {}).get(baseline))
+        if record["method"] != ORIGINAL and value is not None:
+            found.setdefault((_setting(record), record["rate"], record.get("seed")), value)
+    for (setting, rate, _), value in found.items():
+        values[setting][ORIGINAL][rate].append(value)
+
+
+def _tow_intro(marked: list[dict], metric: str) -> list[str]:
+    """What a ToW table shows, and what its references cost (recorded once per model, charged to no method)."""
+    reference = {"tow_retrain": "retrain", "tow_clean": "clean"}[metric]
+    models = {}
+    for record in marked:
+        block = (record.get("references") or {}).get(reference) or {}
+        if block.get("cache_key") is not None and _finite(block.get("train_seconds")) is not None:
+            models.setdefault(block["cache_key"], float(block["train_seconds"]))
+    what = {"retrain": "the model retrained with recipe A on the retain set S_tr \\ S_f (EU, one per deletion set)",
+            "clean": "the clean oracle, recipe A on S_tr with clean labels and no trigger (one per seed: every "
+                     "manipulation undone leaves the same training set)"}[reference]
+    cost = (f"{len(models)} reference model(s), {np.mean(list(models.values())):.2f} s of training each on average "
+            f"(measured when trained; cached, and not in any method's time)" if models else "no recorded cost")
+    return [f"ToW = 100 x (1 - |A_f(u) - A_f(r)|/100) (1 - |A_r(u) - A_r(r)|/100) (1 - |A_test(u) - A_test(r)|/100), "
+            f"in percent (100: the reference's accuracies), with r {what}. A_f: on S_f, its given labels (cells.csv "
+            f"`{metric}_sfclean`: its clean labels); A_r: on a seeded subsample of the retain set, given labels; "
+            f"A_test: clean test accuracy. The `original` row is the original model's ToW at each deletion set "
+            f"(doing nothing; `original_{metric}` in cells.csv). References: {cost}.", ""]
 
 
 def _guard_lines(marked: list[dict], methods: list[str], max_val_drop: float) -> list[str]:
@@ -533,7 +578,10 @@ def summary_markdown(marked: list[dict], failed: list[dict], methods: list[str],
         guard = _guard_lines(marked, methods, max_val_drop)
         first_guarded = True
         for metric, flag, _, description in VIEWS:
+            if metric in TOW_BASELINES and not any(metric in r["metrics"] for r in marked):
+                continue  # a grid without ToW (the default): no empty sections
             intro = guard if flag == "guarded" and first_guarded else []
+            intro = _tow_intro(marked, metric) if metric in TOW_BASELINES else intro
             first_guarded = first_guarded and flag != "guarded"
             lines += _view_section(marked, methods, metric, flag, description, multi, max_val_drop, intro)
     lines += _time_section(marked, methods, records if records is not None else [*marked, *failed])
@@ -570,7 +618,9 @@ def write_figures(marked: list[dict], methods: list[str], fig_dir: Path,
     paths = []
     for group in groups:
         dataset, model, variant = group
-        for (_, flag, suffix, description), by_setting in zip(VIEWS, values):
+        for (metric, flag, suffix, description), by_setting in zip(VIEWS, values):
+            if metric in TOW_BASELINES:
+                continue  # summary tables only: its original line would vary with the rate
             panels = {setting[3]: _panel(by_setting[setting], methods) for setting in by_setting
                       if setting[:3] == group}
             panels = {n: curves for n, curves in panels.items() if curves}
