@@ -3,6 +3,10 @@ depends on (data and its checksum, manipulation and its parameters, seed, model,
 
 A corrupt or mismatched entry is detected (sidecar key, weights checksum, strict state-dict load) and reported;
 the caller retrains and overwrites it, never using it silently.
+
+Per-example scores of a cached model (memorization proxies) live beside it in ``proxies/<key>.safetensors``: named
+float32 tensors, with the checksum of the weights they were computed on in the file's metadata, so that scores of a
+model that has since been retrained are never read.
 """
 from __future__ import annotations
 
@@ -12,9 +16,12 @@ import os
 import warnings
 from pathlib import Path
 
+import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .data.locate import cache_dir
 from .records import write_json_atomic
 
 CACHE_FORMAT = 1
@@ -33,6 +40,9 @@ def _file_sha256(path: Path) -> str:
 
 
 class ModelCache:
+    """Models under ``root`` as ``<key>.safetensors`` + ``<key>.json``; their per-example scores under
+    ``root/proxies/<key>.safetensors``."""
+
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
@@ -64,3 +74,74 @@ class ModelCache:
         save_file(state, partial)
         os.replace(partial, weights)
         write_json_atomic(sidecar, {**meta, "key": key, "weights_sha256": _file_sha256(weights)})
+
+    # ------------------------------------------------------------------------------- per-example scores
+    def scores_path(self, key: str) -> Path:
+        """Where the per-example scores of entry ``key`` are stored (a subfolder, so that a listing of the
+        models, ``*.safetensors`` in ``root``, stays a listing of models)."""
+        return self.root / "proxies" / f"{key}.safetensors"
+
+    def sidecar(self, key: str) -> dict | None:
+        """Entry ``key``'s sidecar as written (unchecked); None when there is no readable one."""
+        try:
+            meta = json.loads(self.paths(key)[1].read_text())
+        except (OSError, ValueError):
+            return None
+        return meta if isinstance(meta, dict) else None
+
+    def weights_sha256(self, key: str) -> str | None:
+        """The weights checksum recorded in entry ``key``'s sidecar; None when there is no readable sidecar."""
+        return (self.sidecar(key) or {}).get("weights_sha256")
+
+    def load_scores(self, key: str, name: str) -> torch.Tensor | None:
+        """Scores ``name`` of entry ``key``, or None when absent. Scores computed on other weights than the
+        entry's (the model was retrained since) or an unreadable file are reported and ignored."""
+        path = self.scores_path(key)
+        if not path.exists():
+            return None
+        try:
+            with safe_open(path, framework="pt") as f:
+                if (f.metadata() or {}).get("weights_sha256") != self.weights_sha256(key):
+                    raise ValueError("they were computed on other weights than the cached model's")
+                return f.get_tensor(name) if name in f.keys() else None
+        except Exception as error:  # never use damaged or stale scores
+            warnings.warn(f"stored scores of cache entry {key} are ignored ({error})", stacklevel=2)
+            return None
+
+    def save_scores(self, key: str, scores: dict[str, torch.Tensor], params: dict[str, dict] | None = None,
+                    fresh: bool = False) -> Path:
+        """Store ``scores`` (name -> 1-d tensor) beside entry ``key``, which must exist; the scores already there
+        are kept unless ``fresh`` (a retrained model starts a fresh file). ``params[name]`` is recorded with each.
+        Written atomically; two processes adding different scores at once may drop one (it is recomputed)."""
+        sha = self.weights_sha256(key)
+        if sha is None:
+            raise FileNotFoundError(f"no cached model {key} in {self.root} to store scores beside")
+        path = self.scores_path(key)
+        tensors, metadata = {}, {"weights_sha256": sha}
+        if not fresh and path.exists():
+            tensors, metadata = self._readable_scores(path, sha)
+        tensors.update({name: t.detach().float().contiguous().cpu() for name, t in scores.items()})
+        metadata.update({f"params/{name}": json.dumps(p, sort_keys=True, default=str)
+                         for name, p in (params or {}).items()})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".part")
+        save_file(tensors, partial, metadata=metadata)
+        os.replace(partial, path)
+        return path
+
+    @staticmethod
+    def _readable_scores(path: Path, sha: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """The scores in ``path`` that belong to weights ``sha`` (nothing when they do not or it is damaged)."""
+        try:
+            with safe_open(path, framework="pt") as f:
+                metadata = dict(f.metadata() or {})
+                if metadata.get("weights_sha256") != sha:
+                    return {}, {"weights_sha256": sha}
+                return {name: f.get_tensor(name) for name in f.keys()}, metadata
+        except Exception:
+            return {}, {"weights_sha256": sha}
+
+
+def originals_cache() -> ModelCache:
+    """The cache of original models (``$CORRECTIVE_CACHE_DIR/originals``)."""
+    return ModelCache(cache_dir() / "originals")

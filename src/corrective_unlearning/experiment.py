@@ -7,13 +7,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .cache import ModelCache, cache_key
+from .cache import cache_key, originals_cache
 from .config import default_val_size
 from .data import ImageDataset, stratified_split
-from .data.locate import cache_dir
 from .evaluation import accuracy, collect_predictions, compute_metrics, predict
 from .manipulations import Manipulated, index_hash, manipulate
 from .models import create_model
+from .proxies.confidence import RECORDED as RECORDED_CONFIDENCE
+from .proxies.confidence import ConfidenceRecorder, remember_confidence
 from .runtime import Runtime
 from .training import ImageBank, Recipe, train
 
@@ -98,24 +99,38 @@ def checkpoint_score(setting: Setting, recipe: Recipe, runtime: Runtime):
 def train_original(
     setting: Setting, model_name: str, recipe: Recipe, runtime: Runtime, use_cache: bool = True
 ) -> tuple[nn.Module, dict]:
-    """Train recipe A on the manipulated training set, or load the identical model from the cache."""
+    """Train recipe A on the manipulated training set, or load the identical model from the cache.
+
+    Training also records the confidence proxy (per training index, the mean softmax probability of the given
+    label over all steps; :mod:`.proxies.confidence`), kept with the returned model and stored beside the cached
+    one. ``info["confidence"]`` says where it is: "recorded" (trained now), "stored" (read back on a cache hit) or
+    "absent" (an entry cached before recording existed). Read it with :func:`.proxies.memorization_scores`."""
     spec = original_spec(setting, model_name, recipe)
     key = cache_key(spec)
-    cache = ModelCache(cache_dir() / "originals")
+    cache = originals_cache()
     model = new_model(setting, model_name, setting.seed, runtime)
+    common = {"cache_key": key, "in_cache": use_cache, "recipe": dataclasses.asdict(recipe)}
     if use_cache:
         meta = cache.load(key, model)
         if meta is not None:
-            return runtime.prepare(model), {"cache": "hit", "cache_key": key, "train_seconds": meta["train_seconds"]}
+            confidence = cache.load_scores(key, RECORDED_CONFIDENCE)
+            if confidence is not None:
+                remember_confidence(model, confidence)
+            return runtime.prepare(model), {"cache": "hit", **common, "train_seconds": meta["train_seconds"],
+                                            "confidence": "absent" if confidence is None else "stored"}
+    recorder = ConfidenceRecorder(len(setting.manipulated.labels), setting.train_bank.device)
     log = train(
         model, setting.train_bank, setting.manipulated.labels, setting.train_idx, recipe,
         seed=setting.seed, runtime=runtime, triggered=setting.manipulated.triggered,
-        select=checkpoint_score(setting, recipe, runtime), desc=f"original {model_name}",
+        select=checkpoint_score(setting, recipe, runtime), observe=recorder, desc=f"original {model_name}",
     )
-    info = {"cache": "miss", "cache_key": key, "train_seconds": log.seconds, "losses": log.losses,
-            "selected_step": log.selected_step, "checkpoint": recipe.checkpoint}
+    confidence = recorder.mean()
+    remember_confidence(model, confidence)
+    info = {"cache": "miss", **common, "train_seconds": log.seconds, "losses": log.losses,
+            "selected_step": log.selected_step, "checkpoint": recipe.checkpoint, "confidence": "recorded"}
     if use_cache:
         cache.save(key, model, {"spec": spec, "train_seconds": log.seconds})
+        cache.save_scores(key, {RECORDED_CONFIDENCE: confidence}, fresh=True)  # a new model: old scores go
     return model, info
 
 
