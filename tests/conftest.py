@@ -19,6 +19,19 @@ def pytest_configure(config):
     torch.set_num_threads(int(os.environ.get("CORRECTIVE_TEST_THREADS", "1")))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory):
+    """Module- and session-scoped fixtures run before the per-test isolation below: give them a private cache
+    too, so no test ever reads or writes the user's ~/.cache (a stale entry there changed results once)."""
+    previous = os.environ.get("CORRECTIVE_CACHE_DIR")
+    os.environ["CORRECTIVE_CACHE_DIR"] = str(tmp_path_factory.mktemp("session-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("CORRECTIVE_CACHE_DIR", None)
+    else:
+        os.environ["CORRECTIVE_CACHE_DIR"] = previous
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
     """A private cache dir per test; no user data dir, no $CORRECTIVE_DATA_DIR."""
