@@ -56,6 +56,6 @@ def manipulate(
     return apply(dataset, candidates, n, seed, **params)
 
 
-from . import interclass, poison, random_labels  # noqa: E402,F401  (registration)
+from . import interclass, none, poison, random_labels  # noqa: E402,F401  (registration)
 
 __all__ = ["MANIPULATIONS", "Manipulated", "TestView", "Trigger", "check_params", "index_hash", "manipulate"]
