@@ -12,6 +12,13 @@ also gets RUM's ToW (SPEC 7, in percent) against two references, both cached (:m
 retrained on the retain set (one per deletion set) and the clean oracle (one per seed). A deletion set's references
 are obtained and scored once, before its first method runs, written to ``<out>/references/<deletion set>.json``
 and copied into its records as ``references``; their cost is never in a method's time.
+
+With ``forget_sets: [{by: confidence, level: high, size: 600}, ...]`` (RUM's study; it replaces ``rates``) the
+deletion sets are chosen from the trained original over the whole training split (:mod:`.forget_sets`), not
+from S_m: each forget set is one group of cells (``Cell.forget_set``, its label, e.g. ``confidence-high-600``;
+``rate`` 1.0), selected once after the original is trained and described (measured ES, proxy range) in
+``<out>/forget_sets/<deletion set>.json`` and in its records as ``forget_set_info``. Manipulation ``none`` (the
+clean training set, n = 0) is the setting of RUM's own study and needs forget sets.
 """
 from __future__ import annotations
 
@@ -33,7 +40,9 @@ from tqdm.auto import tqdm
 from .config import ConfigError, RunConfig, apply_overrides, from_dict, read_yaml, to_dict, write_yaml
 from .data import load_dataset
 from .evaluation.tow import tow_accuracies
-from .experiment import Setting, build_setting, evaluate, train_original
+from .evaluation import collect_predictions, compute_metrics, predict
+from .experiment import Setting, build_setting, train_original
+from .forget_sets import ForgetSetSelector, ForgetSetSpec, parse_forget_sets, timed_selection
 from .manipulations import index_hash
 from .methods import METHODS, Task, expand_grid, hparams_key
 from .records import environment, write_json_atomic
@@ -68,11 +77,21 @@ class GridConfig(RunConfig):
     manipulations: list = field(default_factory=list)
     rates: list = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(1, 11)])
     seeds: list = field(default_factory=lambda: [0])
-    methods: dict = field(default_factory=dict)  # name -> {grid: {...}, params: {...}} or null for the paper grid
+    # name -> {grid: {...}, params: {...}} or null for the paper grid; a grid may also be a list of grids (their
+    # settings one after the other, e.g. [{method: [cf, salun]}, {order: [shuffle]}] for RUM)
+    methods: dict = field(default_factory=dict)
     projection: dict = field(default_factory=lambda: {"sizes": 3, "rates": 10, "seeds": 1})
     # ToW (RUM, SPEC 7) against cached references: null = off (no reference is trained), or
     # {references: [retrain, clean], retain_samples: 5000}; see TowConfig.
     tow: dict | None = None
+    # RUM's study: forget sets chosen from the original by a memorization proxy, entanglement or at random, e.g.
+    # [{by: confidence, level: high, size: 600}, {by: entanglement, level: low, size: 600}]; when present it
+    # replaces ``rates`` (see corrective_unlearning.forget_sets).
+    forget_sets: list | None = None
+
+    def forget_set_specs(self) -> list[ForgetSetSpec]:
+        """The ``forget_sets`` entries, validated; [] for a rate-based grid."""
+        return [] if self.forget_sets is None else parse_forget_sets(self.forget_sets)
 
     def tow_options(self) -> TowConfig | None:
         """The ``tow`` section with its defaults filled in, validated; None when ToW is off."""
@@ -104,15 +123,22 @@ class GridConfig(RunConfig):
         if not isinstance(options, dict):
             raise ConfigError(f"methods.{name}: expected a mapping with 'grid' and/or 'params' (or null for the "
                               f"paper grid), got {type(options).__name__} {options!r}")
-        for key, kind in (("grid", "name -> list of values"), ("params", "name -> value")):
-            if options.get(key) is not None and not isinstance(options[key], dict):
-                raise ConfigError(f"methods.{name}.{key}: expected a mapping ({kind}), got "
-                                  f"{type(options[key]).__name__} {options[key]!r}")
+        grids = options.get("grid")
+        if isinstance(grids, list) and grids and all(isinstance(g, dict) for g in grids):
+            pass  # a union of grids: e.g. RUM^F for several methods, and the shuffle control of full RUM only
+        elif grids is not None and not isinstance(grids, dict):
+            raise ConfigError(f"methods.{name}.grid: expected a mapping (name -> list of values), or a non-empty "
+                              f"list of them, got {type(grids).__name__} {grids!r}")
+        if options.get("params") is not None and not isinstance(options["params"], dict):
+            raise ConfigError(f"methods.{name}.params: expected a mapping (name -> value), got "
+                              f"{type(options['params']).__name__} {options['params']!r}")
         unknown = sorted(set(options) - {"grid", "params"})
         if unknown:
             raise ConfigError(f"methods.{name}: unknown key(s) {unknown}; expected 'grid' and/or 'params'")
         grid = options.get("grid", spec.grid) or {}
-        settings = [{**options.get("params", {}), **point} for point in expand_grid(grid)]
+        points = [p for g in (grid if isinstance(grid, list) else [grid]) for p in expand_grid(g)]
+        points = list({hparams_key(p): p for p in points}.values())  # a setting listed twice runs once
+        settings = [{**options.get("params", {}), **point} for point in points]
         for setting in settings:
             spec.resolve(setting)  # raises on unknown hyperparameter names
         return settings
@@ -124,10 +150,21 @@ def load_grid_config(path: str | None, overrides: list[str]) -> GridConfig:
     for rate in config.rates:
         if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 < float(rate) <= 1:
             raise ConfigError(f"discovery rates must be numbers in (0, 1], got {rate!r}")
+    forget_sets = config.forget_set_specs()
     for m in config.manipulation_grids():
         for n in m.sizes:
+            if m.name == "none":
+                if n != 0 or isinstance(n, bool):
+                    raise ConfigError(f"manipulations: none leaves the training set clean, so its only size is 0 "
+                                      f"(S_m is empty), got {n!r}")
+                if not forget_sets:
+                    raise ConfigError("manipulations: none has no manipulated samples for discovery rates to draw "
+                                      "from: give forget_sets, e.g. [{by: confidence, level: high, size: 600}]")
+                continue
             if not isinstance(n, int) or isinstance(n, bool) or n < 1:
                 raise ConfigError(f"manipulations: {m.name} size {n!r} must be an integer >= 1")
+            if forget_sets:
+                continue  # forget sets replace the rates
             empty = [rate for rate in config.rates if round(float(rate) * n) == 0]
             if empty:
                 raise ConfigError(f"discovery rate {empty[0]} of {m.name} n = {n} gives an empty deletion set "
@@ -156,6 +193,7 @@ class Cell:
     method: str
     hparams: dict
     setting_index: int = 0  # position of ``hparams`` in the method's grid: selection ties go to grid order
+    forget_set: str = ""  # a forget set's label (grid key forget_sets; rate 1.0), "" for a rate-based cell
 
     @property
     def variant(self) -> str:
@@ -168,8 +206,10 @@ class Cell:
 
     @property
     def deletion_set_id(self) -> str:
-        """The cell id up to the rate: the cells of one deletion set share it."""
+        """The cell id up to the rate (or the forget set's label): the cells of one deletion set share it."""
         manipulation = f"{self.manipulation}-{_digest(self.params)}" if self.params else self.manipulation
+        if self.forget_set:
+            return f"{manipulation}-n{self.n}-seed{self.seed}-{self.forget_set}"
         return f"{manipulation}-n{self.n}-seed{self.seed}-rate{self.rate:.2f}"
 
     def manipulation_params(self) -> dict:
@@ -177,13 +217,19 @@ class Cell:
 
 
 def expand_cells(config: GridConfig) -> list[Cell]:
-    """Ordered so that cells sharing an original model, then a deletion set, are contiguous."""
+    """Ordered so that cells sharing an original model, then a deletion set, are contiguous. With
+    ``forget_sets``, one deletion set per forget set (in the config's order, rate 1.0) instead of the rates."""
     cells = []
+    forget_sets = config.forget_set_specs()
     for m in config.manipulation_grids():
         params = hparams_key(m.params) if m.params else ""
         for n, seed in itertools.product(m.sizes, config.seeds):
             cells.append(Cell(m.name, params, n, seed, 0.0, ORIGINAL, {}))
-            for rate in sorted(float(r) for r in config.rates):
+            for spec in forget_sets:
+                for name in config.methods:
+                    cells += [Cell(m.name, params, n, seed, 1.0, name, hp, i, spec.label)
+                              for i, hp in enumerate(config.method_settings(name))]
+            for rate in ([] if forget_sets else sorted(float(r) for r in config.rates)):
                 for name in config.methods:
                     cells += [Cell(m.name, params, n, seed, rate, name, hp, i)
                               for i, hp in enumerate(config.method_settings(name))]
@@ -325,6 +371,7 @@ def run_grid(config: GridConfig, out: str | Path, progress: bool = True) -> list
               "environment": {**environment(), **runtime.describe()}}
     written = []
     tow = config.tow_options()
+    forget_specs = {spec.label: spec for spec in config.forget_set_specs()}
     oracles: dict = {}  # clean oracles obtained in this run, by cache key (one serves every variant and size)
     bar = tqdm(total=len(pending), desc="grid", unit="cell", disable=not progress)
     for (name, _, n, seed), group in _groups(pending):
@@ -347,19 +394,42 @@ def run_grid(config: GridConfig, out: str | Path, progress: bool = True) -> list
                 "original_cache_key": info["cache_key"]}
         clean_oracle = _first_use(_once(functools.partial(train_clean_oracle, setting, config.model_name, recipe,
                                                           runtime, config.cache, oracles)))
-        for rate, rate_cells in itertools.groupby(group, key=lambda c: c.rate):
-            forget = deletion_set(setting, rate) if rate > 0 else None
-            # Built once per rate, on first use inside a cell: a task that cannot be built fails its cells.
-            task = functools.cache(lambda forget=forget: make_task(setting, original, forget, recipe, runtime, info))
+        selector = ForgetSetSelector(setting, original, info, runtime)  # embeddings once per original
+        for (rate, label), rate_cells in itertools.groupby(group, key=lambda c: (c.rate, c.forget_set)):
             rate_cells = list(rate_cells)
+            cell_base, where = base, f"rate {rate:.2f}"
+            if label:  # a forget set chosen from the original (once per set; its cost is no method's)
+                where = label
+                try:
+                    forget, description = timed_selection(selector, forget_specs[label], seed)
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as error:  # e.g. a proxy the original lacks: that set's cells fail
+                    for cell in rate_cells:
+                        record = {**base, **_cell_fields(cell), "status": "failed", "traceback":
+                                  traceback.format_exc(), "error": f"forget set {label}: {type(error).__name__}: "
+                                                                   f"{error}"}
+                        store.write(cell, record)
+                        written.append(record)
+                        bar.update()
+                    continue
+                write_json_atomic(Path(out) / "forget_sets" / f"{rate_cells[0].deletion_set_id}.json",
+                                  {"deletion_set": rate_cells[0].deletion_set_id, "written": time.time(),
+                                   "original_cache_key": info["cache_key"], "forget_hash": index_hash(forget),
+                                   **description})
+                cell_base = {**base, "forget_set_info": description}
+            else:
+                forget = deletion_set(setting, rate) if rate > 0 else None
+            # Built once per deletion set, on first use inside a cell: a task that cannot be built fails its cells.
+            task = functools.cache(lambda forget=forget: make_task(setting, original, forget, recipe, runtime, info))
             references = None
-            if tow is not None and rate > 0:  # ToW: both references once per deletion set, on first use
+            if tow is not None and forget is not None:  # ToW: both references once per deletion set, on first use
                 references = _once(functools.partial(
                     _deletion_set_references, setting, original, info, forget, task, tow, clean_oracle, runtime,
                     config.cache, Path(out) / "references" / f"{rate_cells[0].deletion_set_id}.json"))
             for cell in rate_cells:
-                bar.set_description(f"grid: {cell.method} {cell.variant} n={n} rate {rate:.2f}")
-                record = _run_cell(cell, setting, original, info, task, forget, runtime, base, references)
+                bar.set_description(f"grid: {cell.method} {cell.variant} n={n} {where}")
+                record = _run_cell(cell, setting, original, info, task, forget, runtime, cell_base, references)
                 store.write(cell, record)
                 written.append(record)
                 bar.update()
@@ -421,8 +491,23 @@ def _deletion_set_references(setting, original, info, forget, task, tow: TowConf
 
 def _cell_fields(cell: Cell) -> dict:
     return {"cell": cell.id, "manipulation": cell.manipulation, "manipulation_variant": cell.variant,
-            "n": cell.n, "seed": cell.seed, "rate": cell.rate, "method": cell.method, "hparams": cell.hparams,
-            "setting_index": cell.setting_index}
+            "n": cell.n, "seed": cell.seed, "rate": cell.rate, "forget_set": cell.forget_set,
+            "method": cell.method, "hparams": cell.hparams, "setting_index": cell.setting_index}
+
+
+def evaluate_cell(model, setting: Setting, runtime: Runtime, forget: torch.Tensor | None) -> dict:
+    """SPEC 8's metrics of one cell (:func:`~corrective_unlearning.evaluation.compute_metrics`). The training
+    predictions cover S_m and the validation split; a forget set chosen outside S_m (grid key ``forget_sets``)
+    is predicted too, so its deletion change and forget accuracy are measured, not read from unset entries. For
+    a deletion set inside S_m this is exactly ``experiment.evaluate``."""
+    predictions = collect_predictions(model, setting, runtime)
+    if forget is not None:
+        forget = forget.cpu()
+        missing = forget[predictions.train[forget] < 0]
+        if len(missing):
+            predictions.train[missing] = predict(model, setting.train_bank, missing, runtime,
+                                                 stamp=setting.manipulated.triggered[missing]).cpu()
+    return compute_metrics(setting, predictions, forget)
 
 
 def _run_cell(cell: Cell, setting, original, info, make_task: Callable[[], Task], forget, runtime, base,
@@ -456,7 +541,7 @@ def _run_cell(cell: Cell, setting, original, info, make_task: Callable[[], Task]
             shared = {"shared_seconds": sum(task.shared_paid.values()), "shared_paid": dict(task.shared_paid),
                       "shared_reused": list(task.shared_reused)}
         with Stopwatch(runtime) as clock:
-            metrics = evaluate(model, setting, runtime, forget)
+            metrics = evaluate_cell(model, setting, runtime, forget)
         tow_timing = {}
         if refs is not None:
             with Stopwatch(runtime) as tow_clock:  # the same test predictions as test_acc: not made twice
@@ -483,13 +568,16 @@ def projection(config: GridConfig, records: list[dict]) -> str:
              f"({p['sizes']} sizes x {p['rates']} rates x {p['seeds']} seed(s) x each manipulation):"]
     total = 0.0
     manipulations = len(config.manipulation_grids())
+    deletion_sets = len(config.forget_set_specs()) or p["rates"]
+    if config.forget_sets:
+        lines[0] = lines[0].replace(f"{p['rates']} rates", f"{deletion_sets} forget sets")
     for method in [ORIGINAL, *config.methods]:
         times = [r["timings"]["method_seconds"] + r["timings"]["eval_seconds"] for r in ok if r["method"] == method]
         if not times:
             continue
         per_cell = float(np.mean(times))
         count = manipulations * p["sizes"] * p["seeds"] * (
-            1 if method == ORIGINAL else p["rates"] * len(config.method_settings(method)))
+            1 if method == ORIGINAL else deletion_sets * len(config.method_settings(method)))
         total += per_cell * count
         lines.append(f"  {method:10s} {per_cell:8.2f} s/cell x {count:5d} cells = {per_cell * count / 60:7.1f} min")
     lines.append(f"  projected total: {total / 3600:.2f} h")

@@ -1,7 +1,7 @@
 """Hyperparameter selection without peeking at the manipulation (paper 1, SPEC section 8).
 
-Records are grouped by (dataset, model, manipulation variant, size, rate, seed, method); each group holds one
-record per hyperparameter setting. Two rules pick a setting per group without test data, and a third, the
+Records are grouped by (dataset, model, manipulation variant, size, rate or forget set, seed, method); each group
+holds one record per hyperparameter setting. Two rules pick a setting per group without test data, and a third, the
 oracle, peeks:
 
 * **paper rule** (``selected``, the default for reproduction recipes): the best equal-weight average of deletion
@@ -38,7 +38,8 @@ import math
 from collections import defaultdict
 
 ORIGINAL = "original"  # the method name of the original model's records (as in grid.ORIGINAL)
-GROUP_KEYS = ("dataset", "model", "manipulation_variant", "n", "rate", "seed", "method")
+# forget_set: a forget set's label (grid key forget_sets, rate 1.0); "" for rate-based cells and older records
+GROUP_KEYS = ("dataset", "model", "manipulation_variant", "n", "rate", "forget_set", "seed", "method")
 DEFAULT_MAX_VAL_DROP = 2.0
 
 WITHIN, FALLBACK, NO_REFERENCE = "within", "fallback", "no reference"
@@ -61,13 +62,23 @@ def manipulation_variant(record: dict) -> str | None:
     return record.get("manipulation_variant") or record.get("manipulation")
 
 
+def _group_value(record: dict, key: str):
+    if key == "manipulation_variant":
+        return manipulation_variant(record)
+    if key == "forget_set":
+        return record.get("forget_set") or ""  # records written before forget sets existed: rate-based
+    return record.get(key)
+
+
 def group_key(record: dict) -> tuple:
-    return tuple(manipulation_variant(record) if k == "manipulation_variant" else record.get(k) for k in GROUP_KEYS)
+    return tuple(_group_value(record, k) for k in GROUP_KEYS)
 
 
 def group_label(group: dict) -> str:
     return (f"{group.get('dataset')} / {group.get('model')} / {group.get('manipulation_variant')}, "
-            f"n = {group.get('n')}, seed {group.get('seed')}, rate {group.get('rate')}, method {group.get('method')}")
+            f"n = {group.get('n')}, seed {group.get('seed')}, "
+            + (f"forget set {group['forget_set']}" if group.get("forget_set") else f"rate {group.get('rate')}")
+            + f", method {group.get('method')}")
 
 
 def _number(value) -> float:
