@@ -7,6 +7,10 @@ the oracle as an upper bound, and its Table 3) and paper 1's Figures 2-7.
 
 Without validation data (``dataset.val_size=0``) no hyperparameters can be selected: the summary says so and shows
 every setting's metrics instead, and ``cells.csv`` leaves the selection flags empty.
+
+A grid with ``forget_sets`` (RUM's study) gets, instead of the rate tables, tables by forget set (ToW, forget and
+test accuracy), the forget sets' measured ES and proxy ranges, and a figure of ToW per memorization level
+(:func:`study_sections`, :func:`write_level_figures`).
 """
 from __future__ import annotations
 
@@ -23,17 +27,17 @@ import numpy as np
 
 from ..config import read_yaml
 from ..grid import ORIGINAL, GridConfig, load_records
-from ..methods import hparams_key
+from ..methods import METHODS, hparams_key
 from ..selection import (DEFAULT_MAX_VAL_DROP, FALLBACK, NO_REFERENCE, NoValidationDataError, group_key,
                          manipulation_variant, mark_selection)
-from .figures import Curve, plot_metric
+from .figures import Curve, plot_levels, plot_metric
 
 FIXED_COLUMNS = ["cell", "status", "error", "dataset", "model", "manipulation", "manipulation_variant", "n", "seed",
-                 "rate", "method", "hparams", "setting_index", "selected", "guarded", "guard", "oracle",
+                 "rate", "forget_set", "method", "hparams", "setting_index", "selected", "guarded", "guard", "oracle",
                  "selection_score", "forget_size", "method_seconds", "shared_seconds", "eval_seconds",
                  "method_notes"]
 _STRING_COLUMNS = {"cell", "status", "error", "dataset", "model", "manipulation", "manipulation_variant", "method",
-                   "hparams", "guard", "method_notes"}
+                   "hparams", "guard", "method_notes", "forget_set"}
 _INT_COLUMNS = {"n", "seed", "forget_size", "setting_index"}
 _BOOL_COLUMNS = {"selected", "guarded", "oracle"}
 
@@ -106,7 +110,10 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None,
         print("note: pyarrow is not installed, so cells.parquet was skipped (pip install pyarrow)", file=sys.stderr)
     else:
         paths["cells.parquet"] = parquet
-    figures = [] if no_selection else write_figures(marked, methods, out / "figures", max_val_drop)
+    rate_cells = _rate_based(marked)
+    figures = [] if no_selection or not _has_rate_cells(marked) else write_figures(rate_cells, methods,
+                                                                                    out / "figures", max_val_drop)
+    figures += write_level_figures(marked, methods, out / "figures")
     summary = summary_markdown(marked, failed, methods, results_dir, [p.relative_to(out) for p in figures],
                                max_val_drop=max_val_drop, no_selection=no_selection, records=records)
     (out / "summary.md").write_text(summary)
@@ -193,7 +200,7 @@ def tidy_table(records: list[dict], methods: list[str]) -> tuple[list[str], list
     rank = {m: i for i, m in enumerate(methods)}
     rows = sorted((_row(r) for r in records), key=lambda row: (
         str(row["dataset"]), str(row["model"]), str(row["manipulation_variant"]), row["n"] or 0, row["seed"] or 0,
-        row["rate"] or 0.0, rank.get(row["method"], len(rank)),
+        row["rate"] or 0.0, row["forget_set"] or "", rank.get(row["method"], len(rank)),
         row["setting_index"] if row["setting_index"] is not None else float("inf"), row["hparams"]))
     return columns, rows
 
@@ -211,7 +218,8 @@ def _row(record: dict) -> dict:
     row = {key: record.get(key) for key in ("cell", "status", "error", "dataset", "model", "manipulation", "n",
                                             "seed", "rate", "method", "setting_index", "selected", "guarded",
                                             "guard", "oracle", "forget_size")}
-    row.update(manipulation_variant=manipulation_variant(record), hparams=hparams_key(record.get("hparams") or {}),
+    row.update(manipulation_variant=manipulation_variant(record), forget_set=record.get("forget_set") or "",
+               hparams=hparams_key(record.get("hparams") or {}),
                selection_score=_finite(record.get("selection_score")),
                method_seconds=timings.get("method_seconds"), shared_seconds=_shared_seconds(timings),
                eval_seconds=timings.get("eval_seconds"),
@@ -399,7 +407,7 @@ def _shared_prices(records: list[dict]) -> dict[tuple, float]:
 
 def _deletion_set(record: dict) -> tuple:
     return (record.get("dataset"), record.get("model"), manipulation_variant(record), record.get("n"),
-            record.get("seed"), record.get("rate"))
+            record.get("seed"), record.get("rate"), record.get("forget_set") or "")
 
 
 def complete_run(record: dict, prices: dict[tuple, float]) -> tuple[float, float] | None:
@@ -474,6 +482,8 @@ def _note_sentence(key: str, values: list) -> str:
         if key == "dampened_weights":
             return f"dampened nothing in {zero} of {count} cells (dampened weights per cell: {span})"
         return f"`{key}` is 0 in {zero} of {count} cells ({span})"
+    if any(isinstance(v, (list, dict)) for v in values):  # e.g. RUM's per-step records: too long for a line
+        return f"`{key}`: recorded in {count} cells (see `method_notes` in cells.csv)"
     counts = Counter(v if isinstance(v, str) else json.dumps(v, sort_keys=True) for v in values)
     return f"`{key}`: " + ", ".join(f"{v} in {c}" for v, c in counts.most_common()) + f" of {count} cells"
 
@@ -547,6 +557,23 @@ def summary_markdown(marked: list[dict], failed: list[dict], methods: list[str],
         f"Results `{results_dir}`: {', '.join(f'{d} / {m}' for d, m in pairs) or 'no finished cells'}; "
         f"{len(marked)} finished cells, {len(failed)} failed.", "",
     ]
+    # forget-set grids (RUM's study) only
+    lines += study_sections(marked, methods, multi, no_selection, configured_forget_sets(Path(results_dir)))
+    if _has_rate_cells(marked):  # forget-set cells would pool their sets under rate 1.0: left out here
+        lines += _rate_sections(_rate_based(marked), methods, multi, max_val_drop, no_selection)
+    lines += _time_section(marked, methods, records if records is not None else [*marked, *failed])
+    lines += _notes_section(marked, methods)
+    lines += _failed_section(failed)
+    if figures:
+        lines += ["## Figures", "", *(f"- [{p.stem}]({p.as_posix()})" for p in figures), ""]
+    return "\n".join(lines)
+
+
+def _rate_sections(marked: list[dict], methods: list[str], multi: bool, max_val_drop: float,
+                   no_selection: Exception | None) -> list[str]:
+    """The tables by discovery rate (paper 1): both rules, the oracle and ToW; without validation data, every
+    setting."""
+    lines = []
     if no_selection is not None:
         reason = [_title(str(no_selection)), ""]
         lines += [f"**No hyperparameter selection was possible.** {reason[0]}", "",
@@ -584,12 +611,263 @@ def summary_markdown(marked: list[dict], failed: list[dict], methods: list[str],
             intro = _tow_intro(marked, metric) if metric in TOW_BASELINES else intro
             first_guarded = first_guarded and flag != "guarded"
             lines += _view_section(marked, methods, metric, flag, description, multi, max_val_drop, intro)
-    lines += _time_section(marked, methods, records if records is not None else [*marked, *failed])
-    lines += _notes_section(marked, methods)
-    lines += _failed_section(failed)
-    if figures:
-        lines += ["## Figures", "", *(f"- [{p.stem}]({p.as_posix()})" for p in figures), ""]
-    return "\n".join(lines)
+    return lines
+
+
+# -- forget sets (RUM's study) ----------------------------------------------------------------------------------
+
+LEVEL_ORDER = ("low", "medium", "high", "mixed")
+RUM = "rum"
+
+
+def _forget_set(record: dict) -> str:
+    return record.get("forget_set") or ""
+
+
+def _rate_based(marked: list[dict]) -> list[dict]:
+    """The records of the rate tables: every record but those of forget-set cells (originals included)."""
+    return [r for r in marked if not _forget_set(r)]
+
+
+def _has_rate_cells(marked: list[dict]) -> bool:
+    """Whether the rate tables have anything to show: any rate-based method cell, or no forget-set cell at all."""
+    return (not any(_forget_set(r) for r in marked)
+            or any(r["method"] != ORIGINAL and not _forget_set(r) for r in marked))
+
+
+def rum_label(hparams: dict) -> str:
+    """A row name for one RUM setting: ``rum none>cf>salun`` (full RUM, its steps low to high), ``rum^F cf``
+    (one method for every subset), `` (shuffle)`` for the control, and the proxy or k where not the defaults."""
+    try:
+        hp = METHODS.get(RUM).resolve(hparams)
+    except (KeyError, ValueError, TypeError):  # a stale record: its raw settings
+        return f"{RUM} {hparams_key(hparams)}"
+    name = f"{RUM}^F {hp['method']}" if hp["method"] else f"{RUM} " + ">".join(map(str, hp["steps"]))
+    if hp["proxy"] != "confidence" or hp["proxy_params"]:
+        name += f" [{hp['proxy']}{' ' + hparams_key(hp['proxy_params']) if hp['proxy_params'] else ''}]"
+    if hp["subsets"] != 3:
+        name += f" k={hp['subsets']}"
+    return name + (" (shuffle)" if hp["order"] == "shuffle" else "")
+
+
+def _study_rows(study: list[dict], methods: list[str]) -> tuple[dict[int, str], list[str]]:
+    """Which records are table rows, under which name, in which order. Every RUM setting is a row of its own (RUM,
+    RUM^F and the shuffle control are different algorithms, not hyperparameters to choose among); other methods
+    give one row: the paper rule's pick (without selection, a method's only setting). Returns record id -> row
+    name and the row names in order (``methods``' order, RUM settings in grid order)."""
+    settings = defaultdict(set)
+    for record in study:
+        settings[record["method"]].add(hparams_key(record.get("hparams") or {}))
+    labels = {}
+    for key in settings[RUM]:
+        labels[key] = rum_label(json.loads(key))
+    clashes = Counter(labels.values())
+    labels = {k: v if clashes[v] == 1 else f"{v} #{zlib.crc32(k.encode()):08x}" for k, v in labels.items()}
+    names, order = {}, {}
+    for record in study:
+        method = record["method"]
+        if method == ORIGINAL:
+            continue
+        if method == RUM:
+            name = labels[hparams_key(record.get("hparams") or {})]
+        elif record.get("selected") or (record.get("selected") is None and len(settings[method]) == 1):
+            name = method
+        else:
+            continue
+        names[id(record)] = name
+        index = record.get("setting_index")
+        rank = methods.index(method) if method in methods else len(methods)
+        order.setdefault(name, (rank, index if index is not None else 0, name))
+    return names, sorted(order, key=order.get)
+
+
+def configured_forget_sets(results_dir: Path) -> list[str]:
+    """The forget-set labels of the run's ``config.yaml``, in its order ([] without one, or when it is stale)."""
+    from ..forget_sets import parse_forget_sets
+
+    config = results_dir / "config.yaml"
+    try:
+        entries = read_yaml(config).get("forget_sets") if config.exists() else None
+        return [spec.label for spec in parse_forget_sets(entries)] if entries else []
+    except (ValueError, TypeError, AttributeError):
+        return []
+
+
+def _forget_set_order(study: list[dict], setting: Setting, configured: list[str]) -> list[str]:
+    """The forget sets of ``setting`` in the config's order (others after them, A-Z)."""
+    found = {_forget_set(r) for r in study if _setting(r) == setting and _forget_set(r)}
+    rank = {label: i for i, label in enumerate(configured)}
+    return sorted(found, key=lambda label: (rank.get(label, len(rank)), label))
+
+
+def _reference_accuracy(record: dict, reference: str, key: str) -> float | None:
+    block = (record.get("references") or {}).get(reference) or {}
+    return _finite((block.get("accuracies") or {}).get(key))
+
+
+def _study_metrics(study: list[dict]) -> list[tuple[str, str, object, list]]:
+    """The tables of the study section, those the records can fill: ToW against each reference present, the
+    accuracy on S_f with its given labels (A_f: 100 - deletion change), and the clean test accuracy. Each is
+    (metric, heading, the value of a record, reference rows: [(row name, their value from a record)])."""
+    tables = []
+    for metric, reference in (("tow_retrain", "the retrained model (RUM's reference)"),
+                              ("tow_clean", "the clean oracle")):
+        if any(metric in r["metrics"] for r in study):
+            baseline = TOW_BASELINES[metric]
+            tables.append((metric, f"ToW against {reference} (`{metric}`, %)",
+                           lambda r, m=metric: _finite(r["metrics"].get(m)),
+                           [(ORIGINAL, lambda r, b=baseline: _finite(r["metrics"].get(b)))]))
+    references = [(f"{name} (reference)", lambda r, n=name, k=key: _reference_accuracy(r, n, k))
+                  for name in ("retrain", "clean") for key in ("forget_given",)
+                  if any((r.get("references") or {}).get(name) for r in study)]
+    tables.append(("forget_given", "accuracy on the forget set, its given labels (A_f = 100 - deletion change, %)",
+                   lambda r: None if _finite(r["metrics"].get("deletion_change")) is None
+                   else 100.0 - r["metrics"]["deletion_change"],
+                   [(ORIGINAL, lambda r: _reference_accuracy(r, "original", "forget_given")), *references]))
+    test_refs = [(f"{name} (reference)", lambda r, n=name: _reference_accuracy(r, n, "test"))
+                 for name in ("retrain", "clean") if any((r.get("references") or {}).get(name) for r in study)]
+    tables.append(("test_acc", "clean test accuracy (`test_acc`, %)", lambda r: _finite(r["metrics"].get("test_acc")),
+                   [(ORIGINAL, lambda r: _reference_accuracy(r, "original", "test")), *test_refs]))
+    return tables
+
+
+def study_values(study: list[dict], methods: list[str], value, references: list) -> dict:
+    """setting -> row name -> forget set -> values (one per seed): the rows of :func:`_study_rows`, then the
+    reference rows (each read once per forget set and seed, from any record of it)."""
+    names, _ = _study_rows(study, methods)
+    values = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    seen = set()
+    for record in study:
+        setting, label = _setting(record), _forget_set(record)
+        if id(record) in names and (v := value(record)) is not None:
+            values[setting][names[id(record)]][label].append(v)
+        for name, read in references:
+            key = (setting, label, record.get("seed"), name)
+            if key not in seen and (v := read(record)) is not None:
+                seen.add(key)
+                values[setting][name][label].append(v)
+    return values
+
+
+def _describe_forget_sets(study: list[dict], setting: Setting, labels: list[str]) -> list[str]:
+    """A table of the forget sets: rule, size, measured ES, a memorization proxy's range, distance to the
+    centroid; means over seeds."""
+    infos = defaultdict(dict)  # label -> seed -> forget_set_info
+    for record in study:
+        if _setting(record) == setting and record.get("forget_set_info"):
+            infos[_forget_set(record)].setdefault(record.get("seed"), record["forget_set_info"])
+    lines = ["| forget set | selected by | size | measured ES | proxy | proxy min | proxy mean | proxy max "
+             "| distance to centroid (mean) |", "|---|---|---:|---:|---|---:|---:|---:|---:|"]
+    for label in labels:
+        seeds = list(infos.get(label, {}).values())
+        if not seeds:
+            lines.append(f"| {label} | n/a |  |  |  |  |  |  |  |")
+            continue
+        first = seeds[0]
+        rule = first.get("kind", "?") + (f" ({first.get('by')})" if first.get("kind") == "memorization" else "")
+
+        def mean(read) -> str:
+            found = [v for info in seeds if (v := _finite(read(info))) is not None]
+            return _mean_std(found) if found else "n/a"
+
+        proxy = (first.get("proxy") or {}).get("name", "n/a")
+        lines.append(f"| {label} | {rule} | {first.get('selected', first.get('size'))} | {mean(lambda i: i.get('es'))} "
+                     f"| {proxy} | {mean(lambda i: (i.get('proxy') or {}).get('min'))} "
+                     f"| {mean(lambda i: (i.get('proxy') or {}).get('mean'))} "
+                     f"| {mean(lambda i: (i.get('proxy') or {}).get('max'))} "
+                     f"| {mean(lambda i: (i.get('distance') or {}).get('mean'))} |")
+    return lines
+
+
+def study_sections(marked: list[dict], methods: list[str], multi: bool,
+                   no_selection: Exception | None = None, configured: list[str] = ()) -> list[str]:
+    """RUM's study (grid key ``forget_sets``): per setting, tables with one column per forget set (in the order of
+    ``configured``, the config's labels); [] when no record has a forget set."""
+    study = [r for r in marked if _forget_set(r) and r["method"] != ORIGINAL]
+    if not study:
+        return []
+    tables = _study_metrics(study)
+    _, rows = _study_rows(study, methods)
+    intro = ("Forget sets chosen from the trained original (grid key `forget_sets`): by a memorization proxy "
+             "(low / medium / high / mixed), by entanglement (low / high) or at random; see the forget-set table "
+             "below for each set's measured ES and proxy range. Rows: every RUM setting (`rum a>b>c`: full RUM, "
+             "one method per subset from low to high memorization, `none` = left as it is; `rum^F m`: method m on "
+             "every subset; `(shuffle)`: the random-subset control); for the other methods, the setting the paper "
+             "rule picks (best (deletion change + validation accuracy) / 2; the method's only setting when it has "
+             "one). `original`: the original model, doing nothing. Entries: mean ± sample standard deviation over "
+             "seeds (one seed: its value).")
+    if no_selection is not None:
+        intro += f" No hyperparameter selection was possible ({no_selection}); methods with several settings are " \
+                 f"left out."
+    lines = ["## ToW by forget set", "", intro, ""]
+    for metric, heading, value, references in tables:
+        values = study_values(study, methods, value, references)
+        lines += [f"### {_title(heading)}", ""]
+        if metric in TOW_BASELINES:
+            lines += _tow_intro(study, metric)[:1] + [""]
+        for setting in sorted(values, key=_setting_order):
+            labels = _forget_set_order(study, setting, list(configured))
+            if multi or len(values) > 1:
+                lines += [f"#### {_setting_label(setting, multi)}", ""]
+            order = [ORIGINAL, *[n for n, _ in references if n != ORIGINAL], *rows]
+            lines += ["| method | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+            for name in (n for n in dict.fromkeys(order) if n in values[setting]):
+                lines.append(f"| {name} | " + " | ".join(_mean_std(values[setting][name].get(label, []))
+                                                       for label in labels) + " |")
+            lines.append("")
+    if not any(metric in TOW_BASELINES for metric, *_ in tables):
+        lines += ["No ToW: the grid ran without `tow` (set `tow: {references: [retrain]}`).", ""]
+    lines += ["## Forget sets", "",
+              "How each forget set was chosen and what it is: measured ES = the entanglement score of the set "
+              "against a seeded subsample of the other training samples in the original's penultimate space "
+              "(higher = more entangled); proxy = a memorization proxy's range over the set (higher = more "
+              "memorized; for entanglement and random sets the confidence proxy); distance = to the centroid of "
+              "all training embeddings. Means over seeds.", ""]
+    for setting in sorted({_setting(r) for r in study}, key=_setting_order):
+        if multi or len({_setting(r) for r in study}) > 1:
+            lines += [f"### {_setting_label(setting, multi)}", ""]
+        lines += [*_describe_forget_sets(study, setting, _forget_set_order(study, setting, list(configured))), ""]
+    return lines
+
+
+def write_level_figures(marked: list[dict], methods: list[str], fig_dir: Path) -> list[Path]:
+    """ToW per memorization level: per setting, memorization proxy and size, one figure per ToW metric present;
+    x = the levels present (low, medium, high, mixed), one line per row of the study tables (the original
+    dashed), mean over seeds with the min-max band."""
+    study = [r for r in marked if _forget_set(r) and r["method"] != ORIGINAL]
+    levels = defaultdict(dict)  # (setting, by, size) -> level -> label
+    for record in study:
+        spec = record.get("forget_set_info") or {}
+        if spec.get("kind") == "memorization" and spec.get("level") in LEVEL_ORDER:
+            levels[(_setting(record), spec["by"], spec.get("size"))][spec["level"]] = _forget_set(record)
+    if not levels:
+        return []
+    stems = _stems(sorted({key[0][:3] for key in levels}, key=lambda g: tuple(map(str, g))))
+    paths = []
+    for metric, heading, value, references in _study_metrics(study):
+        if metric not in TOW_BASELINES:
+            continue
+        values = study_values(study, methods, value, references)
+        _, rows = _study_rows(study, methods)
+        for (setting, by, size), found in sorted(levels.items(), key=lambda item: str(item[0])):
+            present = [level for level in LEVEL_ORDER if level in found]
+            curves = {}
+            for name in [ORIGINAL, *rows]:
+                points = [(x, values[setting][name].get(found[level], [])) for x, level in enumerate(present)]
+                points = [(x, v) for x, v in points if v]
+                if points:
+                    curves[name] = Curve(rates=np.array([x for x, _ in points], dtype=float),
+                                         mean=np.array([np.mean(v) for _, v in points]),
+                                         lo=np.array([np.min(v) for _, v in points]),
+                                         hi=np.array([np.max(v) for _, v in points]))
+            if not curves:
+                continue
+            dataset, model, variant, n = setting
+            title = (f"{dataset} / {model}, {variant} (n = {n}): {heading}\nforget sets of {size} samples by "
+                     f"{by} memorization level; line: mean over seeds; band: min-max over seeds")
+            name = f"{stems[setting[:3]]}-n{n}-{metric.replace('_', '-')}-by-{by}-level-{size}.png"
+            paths.append(plot_levels(curves, present, fig_dir / name, title, ylabel=f"{metric} (%)"))
+    return paths
 
 
 # -- figures -----------------------------------------------------------------------------------------------------

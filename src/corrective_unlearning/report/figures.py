@@ -1,5 +1,6 @@
 """Figures in the style of paper 1 (Figures 2-7): one panel per manipulation size, accuracy against the
 discovery rate, one line per method with its spread over seeds as a band, the original model as a dashed line.
+And RUM's study: a metric (ToW) per memorization level of the forget set (:func:`plot_levels`).
 
 The figures take already aggregated curves (see :mod:`.build`), so they hold no selection or averaging logic.
 """
@@ -105,6 +106,48 @@ def plot_metric(panels: dict[int, dict[str, Curve]], path: Path, title: str,
     fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), int(width / 1.15)), frameon=False)
     # About 12 characters of the title font per inch: wrap so a one-panel figure keeps its whole title.
     fig.suptitle("\n".join(textwrap.fill(line, int(12 * width)) for line in title.splitlines()), fontsize=11)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def level_style(name: str) -> dict:
+    """Line style of a row of RUM's study: a base method solid in its own colour, ``rum^F m`` dashed in m's colour,
+    full RUM in RUM's colour, a shuffle control dotted, the original dashed black."""
+    if name == ORIGINAL:
+        return {**method_style(ORIGINAL), "linestyle": "--", "marker": "o"}
+    if name.startswith("rum^F "):
+        style = {**method_style(name.split()[1]), "linestyle": "--"}
+    elif name.startswith("rum"):
+        style = {**method_style("rum"), "linestyle": "-"}
+    else:
+        style = {**method_style(name), "linestyle": "-"}
+    if "(shuffle)" in name:
+        style["linestyle"] = ":"
+    return style
+
+
+def plot_levels(curves: dict[str, Curve], levels: list[str], path: Path, title: str,
+                ylabel: str = "ToW (%)") -> Path:
+    """One panel: ``curves[name]`` over the levels (its ``rates`` are positions in ``levels``: 0 = the first),
+    one line per name in legend order, its min-max band over seeds shaded."""
+    width = max(7.0, 2.0 + 1.6 * len(levels))
+    fig, ax = plt.subplots(figsize=(width, 5.2), layout="constrained")
+    for name, curve in curves.items():
+        style = level_style(name)
+        ax.plot(curve.rates, curve.mean, label=name, linewidth=1.5, markersize=5, **style)
+        if np.any(curve.hi > curve.lo):
+            ax.fill_between(curve.rates, curve.lo, curve.hi, color=style["color"], alpha=0.12, linewidth=0)
+    ax.set_xticks(range(len(levels)))
+    ax.set_xticklabels(levels)
+    ax.set_xlim(-0.3, len(levels) - 0.7)
+    ax.set_xlabel("memorization level of the forget set")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), frameon=False, fontsize=8)
+    fig.suptitle("\n".join(textwrap.fill(line, int(12 * width)) for line in title.splitlines()), fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
