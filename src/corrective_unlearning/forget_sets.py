@@ -188,10 +188,16 @@ def uniform(candidates: torch.Tensor, size: int, seed: int) -> torch.Tensor:
 
 class ForgetSetSelector:
     """Selects and describes the forget sets of one original model, computing the penultimate embeddings of the
-    training split at most once (they serve every entanglement set and every measured ES)."""
+    training split at most once (they serve every entanglement set and every measured ES).
 
-    def __init__(self, setting, original: nn.Module, info: dict, runtime) -> None:
+    ``full_embeddings``: embed the whole training split for :meth:`describe` too (the grid sets it when it has an
+    entanglement set, which needs them anyway), so every set's distance to the centroid is recorded; without it a
+    description embeds only the set and its ES sample, and records no distance (``None``) unless the whole split
+    was already embedded."""
+
+    def __init__(self, setting, original: nn.Module, info: dict, runtime, full_embeddings: bool = True) -> None:
         self.setting, self.original, self.info, self.runtime = setting, original, info or {}, runtime
+        self.full_embeddings = full_embeddings
         self._embeddings: torch.Tensor | None = None
 
     @property
@@ -204,14 +210,17 @@ class ForgetSetSelector:
 
         return memorization_scores(proxy, self.setting, self.original, self.info, self.runtime)
 
-    def embeddings(self) -> torch.Tensor:
-        """Penultimate embeddings of :attr:`candidates` (row k for candidates[k]), as trained (trigger included)."""
-        if self._embeddings is None:
-            from .proxies.entanglement import penultimate_embeddings
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
+        """Penultimate embeddings of training indices ``idx`` (row k for idx[k]), as trained (trigger included)."""
+        from .proxies.entanglement import penultimate_embeddings
 
-            idx = self.candidates
-            self._embeddings = penultimate_embeddings(self.original, self.setting.train_bank, idx, self.runtime,
-                                                      stamp=self.setting.manipulated.triggered[idx])
+        return penultimate_embeddings(self.original, self.setting.train_bank, idx, self.runtime,
+                                      stamp=self.setting.manipulated.triggered[idx])
+
+    def embeddings(self) -> torch.Tensor:
+        """Penultimate embeddings of :attr:`candidates` (row k for candidates[k]), computed once."""
+        if self._embeddings is None:
+            self._embeddings = self.embed(self.candidates)
         return self._embeddings
 
     def select(self, spec, seed: int) -> torch.Tensor:
@@ -225,8 +234,8 @@ class ForgetSetSelector:
     def describe(self, spec, forget: torch.Tensor, seed: int,
                  retain_samples: int | None = ES_RETAIN_SAMPLES) -> dict:
         """The forget set's label and rule, its measured ES against a seeded subsample of the rest of the training
-        split, its distance to the centroid and a memorization proxy's range over it (None where the proxy cannot
-        be read)."""
+        split, its distance to the centroid of the training split's embeddings (see ``full_embeddings``) and a
+        memorization proxy's range over it (an ``error`` where the proxy cannot be read)."""
         from .proxies.entanglement import entanglement_score
 
         spec = _as_spec(spec)
@@ -236,10 +245,15 @@ class ForgetSetSelector:
         if retain_samples is not None and len(rest) > retain_samples:
             chosen = np.random.default_rng([seed, ES_STREAM]).choice(len(rest), size=retain_samples, replace=False)
             rest = rest[torch.from_numpy(np.sort(chosen))]
-        position = torch.searchsorted(idx, forget)
-        embeddings = self.embeddings()
-        es = entanglement_score(embeddings[torch.searchsorted(idx, rest)], embeddings[position])
-        distance = centroid_distances(embeddings)[position.numpy()]
+        distance = None
+        if self.full_embeddings or self._embeddings is not None:
+            embeddings = self.embeddings()
+            position = torch.searchsorted(idx, forget)
+            es = entanglement_score(embeddings[torch.searchsorted(idx, rest)], embeddings[position])
+            values = centroid_distances(embeddings)[position.numpy()]
+            distance = {"min": float(values.min()), "max": float(values.max()), "mean": float(values.mean())}
+        else:
+            es = entanglement_score(self.embed(rest), self.embed(forget))
         proxy = spec.by if spec.kind == "memorization" else DESCRIBE_PROXY
         try:
             values = self.scores(proxy)[forget]
@@ -249,10 +263,7 @@ class ForgetSetSelector:
         except (LookupError, ValueError) as error:  # e.g. an original cached before confidence was recorded
             proxy_range = {"name": proxy, "error": f"{type(error).__name__}: {error}"}
         return {"label": spec.label, **spec.describe(), "selected": len(forget), "es": es,
-                "es_retain_samples": len(rest), "distance": {"min": float(distance.min()),
-                                                              "max": float(distance.max()),
-                                                              "mean": float(distance.mean())},
-                "proxy": proxy_range}
+                "es_retain_samples": len(rest), "distance": distance, "proxy": proxy_range}
 
 
 def select_forget_set(setting, original: nn.Module, info: dict, runtime, spec, seed: int) -> torch.Tensor:

@@ -394,7 +394,9 @@ def run_grid(config: GridConfig, out: str | Path, progress: bool = True) -> list
                 "original_cache_key": info["cache_key"]}
         clean_oracle = _first_use(_once(functools.partial(train_clean_oracle, setting, config.model_name, recipe,
                                                           runtime, config.cache, oracles)))
-        selector = ForgetSetSelector(setting, original, info, runtime)  # embeddings once per original
+        # the training split is embedded once per original, and only when an entanglement set needs it
+        selector = ForgetSetSelector(setting, original, info, runtime,
+                                     full_embeddings=any(s.kind == "entanglement" for s in forget_specs.values()))
         for (rate, label), rate_cells in itertools.groupby(group, key=lambda c: (c.rate, c.forget_set)):
             rate_cells = list(rate_cells)
             cell_base, where = base, f"rate {rate:.2f}"
