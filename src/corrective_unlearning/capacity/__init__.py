@@ -1,0 +1,25 @@
+"""Spare capacity for REM (SPEC section 6): widen a trained network with extra channels whose outgoing weights
+start at zero (same function), switch spare channels per example with masks computed on the fly from example
+indices (one shared mask for identified samples), run inference with spare capacity off, and narrow back to the
+original architecture.
+
+    wide = widen(model, spare_fraction=1.0)          # p_on = 0.2 by default
+    wide.shared_mask_for(identified_indices)
+    with wide.masks(batch_indices):
+        logits = wide(x)                             # each example's own mask (or the shared one)
+    logits = wide(x)                                 # spare capacity off (default; inference)
+    deployable = narrow(wide)                        # original shapes; loads into create_model(...)
+
+Supported: models built from ``conv_bn`` blocks and ``Residual`` (``resnet9``, ``small_cnn``), in
+:mod:`.sequential_cnn`. WideResNet-28x10 is not supported yet. A user block takes part by implementing
+:class:`SpareCapable`; anything else raises :class:`UnsupportedModelError` naming the block.
+"""
+from __future__ import annotations
+
+from . import sequential_cnn  # noqa: F401  (registers handlers)
+from .core import (SpareCapable, UnsupportedModelError, WideModel, WidenContext, narrow, widen, widen_bn,
+                   widen_conv, widen_linear)
+from .masks import MaskState, SpareMask, spare_bits
+
+__all__ = ["MaskState", "SpareCapable", "SpareMask", "UnsupportedModelError", "WideModel", "WidenContext",
+           "narrow", "spare_bits", "widen", "widen_bn", "widen_conv", "widen_linear"]
