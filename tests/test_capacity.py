@@ -11,14 +11,15 @@ from corrective_unlearning.capacity import (SpareMask, UnsupportedModelError, na
 from corrective_unlearning.models import create_model
 from corrective_unlearning.models.resnet9 import Residual, conv_bn
 
-CASES = {"small_cnn": (1, 28), "resnet9": (3, 32)}
+CASES = {"small_cnn": (1, 28), "resnet9": (3, 32), "wrn28x10": (3, 32)}
+KWARGS = {"wrn28x10": {"depth": 10, "widen": 1}}  # a small WideResNet: same blocks, fewer and narrower
 
 
 def _trained_like(name: str, seed: int = 0) -> nn.Module:
     """A model with non-trivial batch-norm statistics and affine parameters, as after training."""
     torch.manual_seed(seed)
     in_ch, _ = CASES[name]
-    model = create_model(name, 10, in_channels=in_ch)
+    model = create_model(name, 10, in_channels=in_ch, **KWARGS.get(name, {}))
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
@@ -39,7 +40,7 @@ def test_widen_preserves_outputs_in_every_mode(name):
     model = _trained_like(name)
     x = _x(name)
     wide = widen(model, spare_fraction=0.25 if name == "resnet9" else 1.0).eval()
-    assert len(wide.spare_masks) == (8 if name == "resnet9" else 4)
+    assert len(wide.spare_masks) == {"resnet9": 8, "small_cnn": 4, "wrn28x10": 2 + 3 + 3 + 1}[name]  # conv1, conv2, projections, fc
     with torch.no_grad():
         ref = model(x)
         assert torch.allclose(wide(x), ref, atol=1e-5)
@@ -129,7 +130,7 @@ def test_narrow_loads_into_a_fresh_model_and_matches(name):
     x = _x(name)
     wide = widen(model, spare_fraction=0.25)
     back = narrow(wide).eval()
-    fresh = create_model(name, 10, in_channels=CASES[name][0])
+    fresh = create_model(name, 10, in_channels=CASES[name][0], **KWARGS.get(name, {}))
     fresh.load_state_dict(back.state_dict(), strict=True)
     fresh.eval()
     with torch.no_grad():
@@ -155,8 +156,8 @@ class Weird(nn.Module):
 def test_a_model_outside_the_protocol_gets_a_clear_error():
     with pytest.raises(UnsupportedModelError, match=r"1 \(Weird\).*widen_spare"):
         widen(nn.Sequential(nn.Linear(4, 4), Weird()))
-    with pytest.raises(UnsupportedModelError, match="WideBasic"):  # WRN-28x10 is not supported yet
-        widen(create_model("wrn28x10", 10, depth=10, widen=1))
+    with pytest.raises(UnsupportedModelError, match=r"0 \(Weird\)"):
+        widen(nn.Sequential(Weird()))
 
 
 class UserBlock(nn.Module):

@@ -11,12 +11,12 @@ original architecture.
     deployable = narrow(wide)                        # original shapes; loads into create_model(...)
 
 Supported: models built from ``conv_bn`` blocks and ``Residual`` (``resnet9``, ``small_cnn``), in
-:mod:`.sequential_cnn`. WideResNet-28x10 is not supported yet. A user block takes part by implementing
+:mod:`.sequential_cnn`; WideResNet-28x10 (``wrn28x10``), in :mod:`.wideresnet`. A user block takes part by implementing
 :class:`SpareCapable`; anything else raises :class:`UnsupportedModelError` naming the block.
 """
 from __future__ import annotations
 
-from . import sequential_cnn  # noqa: F401  (registers handlers)
+from . import sequential_cnn, wideresnet  # noqa: F401  (registers handlers)
 from .core import (SpareCapable, UnsupportedModelError, WideModel, WidenContext, narrow, widen, widen_bn,
                    widen_conv, widen_linear)
 from .masks import MaskState, SpareMask, spare_bits
