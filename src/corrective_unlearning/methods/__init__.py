@@ -81,6 +81,6 @@ def hparams_key(hparams: dict[str, Any]) -> str:
 
 
 from . import (bad_teacher, catastrophic_forgetting, exact_unlearning, l1_sparse, neggrad, neggrad_plus,  # noqa: E402,F401
-               npo, potion, random_label, rum, salun, scrub, ssd)
+               npo, potion, random_label, rem, rum, salun, scrub, ssd)
 
 __all__ = ["METHODS", "Method", "Task", "expand_grid", "hparams_key", "method"]
