@@ -31,6 +31,7 @@ from ..methods import METHODS, hparams_key
 from ..selection import (DEFAULT_MAX_VAL_DROP, FALLBACK, NO_REFERENCE, NoValidationDataError, group_key,
                          manipulation_variant, mark_selection)
 from .figures import Curve, plot_levels, plot_metric
+from .rem_map import rem_map
 
 FIXED_COLUMNS = ["cell", "status", "error", "dataset", "model", "manipulation", "manipulation_variant", "n", "seed",
                  "rate", "forget_set", "method", "hparams", "setting_index", "selected", "guarded", "guard", "oracle",
@@ -114,8 +115,12 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None,
     figures = [] if no_selection or not _has_rate_cells(marked) else write_figures(rate_cells, methods,
                                                                                     out / "figures", max_val_drop)
     figures += write_level_figures(marked, methods, out / "figures")
+    # REM's regularity x discovery map: only where >= 2 of poison / interclass / random_labels share a grid
+    map_lines, map_figures = rem_map(rate_cells, methods, out / "figures", max_val_drop, no_selection)
+    figures += map_figures
     summary = summary_markdown(marked, failed, methods, results_dir, [p.relative_to(out) for p in figures],
-                               max_val_drop=max_val_drop, no_selection=no_selection, records=records)
+                               max_val_drop=max_val_drop, no_selection=no_selection, records=records,
+                               extra=map_lines)
     (out / "summary.md").write_text(summary)
     paths["summary.md"] = out / "summary.md"
     paths.update({str(p.relative_to(out)): p for p in figures})
@@ -549,7 +554,8 @@ def _every_setting_section(marked: list[dict], methods: list[str], metric: str, 
 
 def summary_markdown(marked: list[dict], failed: list[dict], methods: list[str], results_dir: Path,
                      figures: list[Path], max_val_drop: float = DEFAULT_MAX_VAL_DROP,
-                     no_selection: Exception | None = None, records: list[dict] | None = None) -> str:
+                     no_selection: Exception | None = None, records: list[dict] | None = None,
+                     extra: list[str] = ()) -> str:
     pairs = sorted({(str(r["dataset"]), str(r["model"])) for r in marked})
     multi = len(pairs) > 1
     lines = [
@@ -561,6 +567,7 @@ def summary_markdown(marked: list[dict], failed: list[dict], methods: list[str],
     lines += study_sections(marked, methods, multi, no_selection, configured_forget_sets(Path(results_dir)))
     if _has_rate_cells(marked):  # forget-set cells would pool their sets under rate 1.0: left out here
         lines += _rate_sections(_rate_based(marked), methods, multi, max_val_drop, no_selection)
+    lines += list(extra)  # e.g. REM's regularity x discovery map (report.rem_map)
     lines += _time_section(marked, methods, records if records is not None else [*marked, *failed])
     lines += _notes_section(marked, methods)
     lines += _failed_section(failed)

@@ -152,3 +152,43 @@ def plot_levels(curves: dict[str, Curve], levels: list[str], path: Path, title: 
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
+
+
+def plot_heatmaps(panels: dict[str, np.ndarray], rows: list[str], columns: list[str], path: Path, title: str,
+                  vmin: float = 0.0, vmax: float = 100.0, cmap: str = "viridis") -> Path:
+    """REM-style maps: one panel per name in ``panels`` (in order), each a rows x columns heatmap with its value
+    written in every cell (NaN: grey, ``n/a``). One colour scale, ``vmin``-``vmax``, for every panel."""
+    names = list(panels)
+    ncols = min(len(names), 3) or 1
+    nrows = max(1, -(-len(names) // ncols))
+    cell_w, cell_h = 0.62, 0.5
+    width = max(7.0, ncols * (1.8 + cell_w * len(columns)) + 1.0)
+    height = nrows * (0.9 + cell_h * len(rows)) + 1.4
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False, layout="constrained")
+    colormap = plt.get_cmap(cmap).with_extremes(bad="lightgrey")
+    image = None
+    for ax, name in zip(axes.flat, names):
+        matrix = np.asarray(panels[name], dtype=float)
+        image = ax.imshow(np.ma.masked_invalid(matrix), cmap=colormap, vmin=vmin, vmax=vmax, aspect="auto")
+        for (i, j), value in np.ndenumerate(matrix):
+            if np.isfinite(value):
+                shade = (value - vmin) / (vmax - vmin) if vmax > vmin else 0.5
+                ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=8,
+                        color="black" if shade > 0.6 else "white")
+            else:
+                ax.text(j, i, "n/a", ha="center", va="center", fontsize=7, color="black")
+        ax.set_title(name, fontsize=10)
+        ax.set_xticks(range(len(columns)))
+        ax.set_xticklabels(columns, fontsize=8, rotation=45)
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels(rows, fontsize=8)
+        ax.set_xlabel("discovery rate", fontsize=8)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.8)
+    fig.suptitle("\n".join(textwrap.fill(line, int(12 * width)) for line in title.splitlines()), fontsize=10)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
