@@ -140,11 +140,15 @@ def test_resume_refuses_a_changed_setting_and_accepts_more_methods(tmp_path):
              progress=False)
     for override, key in (("recipe.steps=16", "recipe.steps"), ("dataset.val_size=20", "dataset.val_size"),
                           ("model=resnet9", "model"),
-                          ("manipulations=[{name: poison, sizes: [40], params: {target: 2}}]", "manipulations")):
+                          ("manipulations=[{name: poison, sizes: [40], params: {target: 2}}]", "manipulations.poison")):
         with pytest.raises(ConfigError, match=f"{key} .*changed"):
             run_grid(load_grid_config(str(_config(tmp_path)), [override]), out, progress=False)
     more = run_grid(load_grid_config(str(_config(tmp_path)), ["rates=[0.5, 1.0, 0.25]"]), out, progress=False)
     assert {r["method"] for r in more} == {"cf", "ssd"} and not any(r["method"] == "original" for r in more)
+    # Another manipulation may join (one device call per manipulation); the one already there may not change.
+    other = run_grid(load_grid_config(str(_config(tmp_path)), ["manipulations=[{name: random_labels, sizes: [40]}]"]),
+                     out, progress=False)
+    assert {r["manipulation"] for r in other} == {"random_labels"}
 
 
 def test_an_empty_deletion_set_is_refused_before_any_work(tmp_path):

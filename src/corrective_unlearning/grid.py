@@ -322,8 +322,10 @@ LOCATION_KEYS = ("data_dir", "path", "download")
 def _identity(config: dict) -> dict:
     identity = {key: config.get(key) for key in IDENTITY_KEYS}
     identity["dataset"] = {k: v for k, v in (identity["dataset"] or {}).items() if k not in LOCATION_KEYS}
-    identity["manipulations"] = sorted(hparams_key({"name": m.get("name"), "params": m.get("params") or {}})
-                                       for m in identity["manipulations"] or [])
+    identity["manipulations"] = {}  # name -> its params variants: adding a manipulation is fine, changing one is not
+    for m in config.get("manipulations") or []:
+        identity["manipulations"].setdefault(m.get("name"), []).append(hparams_key(m.get("params") or {}))
+    identity["manipulations"] = {name: sorted(set(params)) for name, params in identity["manipulations"].items()}
     return identity
 
 
@@ -338,11 +340,16 @@ def check_resume(out: Path, resolved: dict) -> None:
         raise ConfigError(f"{out} holds an unreadable config.yaml ({error}); use another --out") from None
     old, new = _identity(stored), _identity(resolved)
     old["recipe"], new["recipe"] = stored.get("resolved_recipe", old["recipe"]), resolved.get("resolved_recipe")
+    only_one_side = set(old["manipulations"]) ^ set(new["manipulations"])  # added or left out: not a change
+    for name in only_one_side:
+        old["manipulations"].pop(name, None)
+        new["manipulations"].pop(name, None)
     changed = _differences(old, new)
     if changed:
         raise ConfigError(f"{out} holds results of another setting: {', '.join(changed)} changed since they "
-                          f"were computed. Use another --out, or delete {out} to start over (methods, rates "
-                          f"and seeds may change on resume; dataset, model, recipe and manipulations may not)")
+                          f"were computed. Use another --out, or delete {out} to start over (methods, rates, "
+                          f"seeds and further manipulations may be added on resume; the dataset, model, recipe and "
+                          f"the params of a manipulation already there may not change)")
 
 
 def _differences(old, new, prefix: str = "") -> list[str]:
