@@ -175,8 +175,8 @@ def test_rem_recipes_load_and_expand(name):
     assert len({c.id for c in cells}) == len(cells)
     settings = sum(len(config.method_settings(m)) for m in config.methods)
     if name == "fashion-mnist":
-        assert config.rates == [0.1, 0.25, 0.5, 0.75, 1.0] and {g.sizes[0] for g in grids} == {600}
-        assert set(config.methods) == {"eu", "cf", "ssd", "npo", "potion", "neggrad+"}
+        assert config.rates == [0.1, 0.25, 0.5, 1.0] and {g.sizes[0] for g in grids} == {600}
+        assert set(config.methods) == {"eu", "cf", "ssd", "npo", "potion", "neggrad+", "rem"}
     else:
         assert config.rates == [round(0.1 * i, 1) for i in range(1, 11)] and {g.sizes[0] for g in grids} == {1000}
         assert grids[1].params["pair"] == ["cat", "dog"] and config.model_name == "resnet9"
