@@ -5,8 +5,13 @@
 # run it three times (the device keeps ignored build outputs between calls only while it stays warm: carry
 # results/rem-c10 with the `run` tool's carry, or let each call archive its part):
 #   ONLY=poison bash benchmarks/gpu_rem.sh; ONLY=interclass bash ...; ONLY=random_labels bash ...
-# GRID_ARGS adds overrides, e.g. a CPU smoke test:
-#   OUT=/tmp/o ONLY=poison GRID_ARGS="recipe.steps=20 'rates=[1.0]' 'methods={potion: null}'" bash benchmarks/gpu_rem.sh
+# Each call stops its grid after GRID_SECONDS (540); a manipulation whose cells do not fit (estimated ~14 min with
+# REM's default 10 repair passes: not measured, no GPU was lent) finishes on a second call with the same ONLY: the
+# grid resumes and skips the finished cells.
+# CPU smoke test (3 cells ok in 230 s on 2 cores, the original cached):
+#   ONLY=poison GRID_ARGS="recipe.steps=10 'rates=[1.0]' 'methods={potion: {params: {importance_samples: 256,
+#   max_tries: 2}}, rem: {grid: {lr: [0.005]}, params: {steps: 2, max_flush_passes: 1, retain_eval: 200}}}'" ...
+# GRID_ARGS adds overrides (shell words, quoted as on a command line).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=src CORRECTIVE_CACHE_DIR=${CORRECTIVE_CACHE_DIR:-/tmp/corrective-cache}
 OUT=${OUT:-/tmp/out}
