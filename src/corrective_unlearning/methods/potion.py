@@ -32,31 +32,17 @@ import torch
 from torch import nn
 
 from . import method
-from .ssd import dampen, importance_pool
+from .ssd import dampen, gradient_importance, importance_pool
 from .task import Task
 
 TINY = torch.finfo(torch.float32).tiny
 
 
 def importance(task: Task, model: nn.Module, indices: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
-    """``|gradient of the batch-mean L2 norm of the logits|``, in eval mode, averaged over batches of
-    ``batch_size`` weighted by their sizes. ``indices`` are taken as a set (sorted, duplicates removed)."""
-    indices = torch.unique(indices.cpu())
-    if len(indices) == 0:
-        raise ValueError("Potion importance of an empty set of samples")
-    params = list(model.parameters())
-    totals = [torch.zeros_like(p, dtype=torch.float32) for p in params]
-    was_training = model.training
-    model.eval()
-    for batch in indices.split(batch_size):
-        with task.runtime.autocast():
-            logits = model(task.inputs(batch))
-        loss = logits.float().norm(dim=1).mean()
-        for total, grad in zip(totals, torch.autograd.grad(loss, params, allow_unused=True)):
-            if grad is not None:
-                total.add_(grad.float().abs(), alpha=len(batch))
-    model.train(was_training)
-    return [t / len(indices) for t in totals]
+    """``|gradient of the batch-mean L2 norm of the logits|`` (label-free), in eval mode, averaged over batches
+    of ``batch_size`` weighted by their sizes (see :func:`.ssd.gradient_importance`)."""
+    return gradient_importance(task, model, indices, batch_size, lambda logits, _labels: logits.norm(dim=1).mean(),
+                               torch.abs)
 
 
 @torch.no_grad()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -14,31 +15,38 @@ ALPHAS = [0.1, 1, 10, 50, 100, 500, 1e3, 1e4, 1e5, 1e6]
 LAMBDA_RATIOS = [0.1, 0.5, 1, 5, 10]
 
 
-def importance(task: Task, model: nn.Module, indices: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
-    """Per-weight importance of the samples ``indices``: the squared gradient of the batch-mean cross-entropy,
-    in eval mode, averaged over batches of ``batch_size`` weighted by their sizes (the last, partial batch
-    counts for its share of the samples, never dropped).
-
-    ``indices`` are taken as a set (sorted, duplicates removed), so the batches and the result do not depend on
-    the order in which S_f is listed. Both passes of SSD use the same ``batch_size``: the squared gradient of a
-    batch mean grows as the batch shrinks, so mixing sizes would shift what alpha means with |S_f| (a defect of
-    the reference code, SPEC 9.8).
-    """
+def gradient_importance(task: Task, model: nn.Module, indices: torch.Tensor, batch_size: int,
+                        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                        magnitude: Callable[[torch.Tensor], torch.Tensor]) -> list[torch.Tensor]:
+    """Per-weight ``magnitude(gradient of loss(logits, given labels))`` over batches of ``batch_size``, in eval
+    mode, averaged with each batch weighted by its size (the last, partial batch counts for its share of the
+    samples, never dropped). ``indices`` are taken as a set (sorted, duplicates removed), so the batches and the
+    result do not depend on the order in which they are listed."""
     indices = torch.unique(indices.cpu())
     if len(indices) == 0:
-        raise ValueError("SSD importance of an empty set of samples")
+        raise ValueError("importance of an empty set of samples")
     params = list(model.parameters())
     totals = [torch.zeros_like(p, dtype=torch.float32) for p in params]
     was_training = model.training
     model.eval()
     for batch in indices.split(batch_size):
         with task.runtime.autocast():
-            loss = F.cross_entropy(model(task.inputs(batch)), task.labels[batch.to(task.device)])
-        for total, grad in zip(totals, torch.autograd.grad(loss, params, allow_unused=True)):
+            logits = model(task.inputs(batch))
+        batch_loss = loss(logits.float(), task.labels[batch.to(task.device)])
+        for total, grad in zip(totals, torch.autograd.grad(batch_loss, params, allow_unused=True)):
             if grad is not None:
-                total.add_(grad.float().square(), alpha=len(batch))
+                total.add_(magnitude(grad.float()), alpha=len(batch))
     model.train(was_training)
     return [t / len(indices) for t in totals]
+
+
+def importance(task: Task, model: nn.Module, indices: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """SSD's importance: the squared gradient of the batch-mean cross-entropy (see :func:`gradient_importance`).
+
+    Both passes of SSD use the same ``batch_size``: the squared gradient of a batch mean grows as the batch
+    shrinks, so mixing sizes would shift what alpha means with |S_f| (a defect of the reference code, SPEC 9.8).
+    """
+    return gradient_importance(task, model, indices, batch_size, F.cross_entropy, torch.square)
 
 
 def importance_pool(task: Task, hp: dict) -> torch.Tensor:
