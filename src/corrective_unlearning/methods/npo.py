@@ -31,18 +31,9 @@ def npo_loss(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tenso
     return -(2.0 / beta) * F.logsigmoid(-beta * (logp - ref_logp)).mean()
 
 
-@torch.no_grad()
 def forget_accuracy(task: Task, model: nn.Module) -> float:
-    """Fraction of S_f predicted as its given label, in eval mode, without augmentation (trigger as in
-    training); the model is left in train mode."""
-    model.eval()
-    correct = 0
-    for batch in task.forget_idx.split(task.recipe.batch_size):
-        with task.runtime.autocast():
-            predicted = model(task.inputs(batch)).argmax(1)
-        correct += int((predicted == task.labels[batch.to(task.device)]).sum())
-    model.train()
-    return correct / len(task.forget_idx)
+    """Fraction of S_f predicted as its given label (see :meth:`Task.accuracy`)."""
+    return task.accuracy(model, task.forget_idx)
 
 
 @method("npo", defaults={"beta": 1.0, "lr": 0.005, "stop_acc": 0.2, "max_epochs": 100, "steps": None},
@@ -75,6 +66,7 @@ def npo(task: Task, hp: dict) -> nn.Module:
     generator = torch.Generator(device=task.device).manual_seed(task.seed + 1)
 
     accuracy = forget_accuracy(task, model)
+    model.train()
     epochs = steps = 0
     while accuracy > stop_acc and steps < budget:
         losses = []

@@ -45,18 +45,9 @@ def importance(task: Task, model: nn.Module, indices: torch.Tensor, batch_size: 
                                torch.abs)
 
 
-@torch.no_grad()
 def forget_accuracy(task: Task, model: nn.Module, batch_size: int) -> float:
-    """Accuracy of ``model`` on S_f against the given labels (eval mode, no augmentation); mode restored."""
-    was_training = model.training
-    model.eval()
-    correct = 0
-    for batch in task.forget_idx.cpu().split(batch_size):
-        with task.runtime.autocast():
-            predicted = model(task.inputs(batch)).argmax(dim=1)
-        correct += int((predicted == task.labels[batch.to(task.device)]).sum())
-    model.train(was_training)
-    return correct / len(task.forget_idx)
+    """Accuracy of ``model`` on S_f against the given labels (see :meth:`Task.accuracy`)."""
+    return task.accuracy(model, task.forget_idx, batch_size)
 
 
 def ratios(forget_imp: list[torch.Tensor], data_imp: list[torch.Tensor]) -> np.ndarray:

@@ -55,30 +55,15 @@ from .task import Task
 FLOOR = 0.2  # acc(S_f) below this earns no more in P (the reference's floor)
 
 
-@torch.no_grad()
-def accuracy(task: Task, model: nn.Module, indices: torch.Tensor) -> float:
-    """Fraction of ``indices`` predicted as their given labels, eval mode, no augmentation, spare capacity off
-    (the default of a :class:`WideModel`); the model's mode is restored."""
-    was_training = model.training
-    model.eval()
-    correct = 0
-    for batch in indices.cpu().split(task.recipe.batch_size):
-        with task.runtime.autocast():
-            predicted = model(task.inputs(batch)).argmax(1)
-        correct += int((predicted == task.labels[batch.to(task.device)]).sum())
-    model.train(was_training)
-    return correct / len(indices)
-
-
 def forget_accuracy(task: Task, model: nn.Module) -> float:
-    """acc(S_f) as the flush's stopping rule reads it."""
-    return accuracy(task, model, task.forget_idx)
+    """acc(S_f) as the flush's stopping rule reads it (spare capacity off: a WideModel's default)."""
+    return task.accuracy(model, task.forget_idx)
 
 
 def selection_score(task: Task, model: nn.Module, retain_sample: torch.Tensor) -> tuple[float, float]:
     """(P, acc(S_f)) with P = acc(retain sample) * (1 - max(acc(S_f), 0.2)), in inference mode."""
-    forget_acc = accuracy(task, model, task.forget_idx)
-    return accuracy(task, model, retain_sample) * (1.0 - max(forget_acc, FLOOR)), forget_acc
+    forget_acc = task.accuracy(model, task.forget_idx)
+    return task.accuracy(model, retain_sample) * (1.0 - max(forget_acc, FLOOR)), forget_acc
 
 
 def _ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

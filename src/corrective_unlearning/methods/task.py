@@ -118,6 +118,21 @@ class Task:
         indices = torch.as_tensor(indices, dtype=torch.long).to(self.device)
         return penultimate_embeddings(model, self.bank, indices, self.runtime, stamp=self._triggered[indices])
 
+    @torch.no_grad()
+    def accuracy(self, model: nn.Module, indices: torch.Tensor, batch_size: int | None = None) -> float:
+        """Fraction of ``indices`` that ``model`` predicts as their *given* labels: eval mode, no augmentation,
+        the trigger where the sample carries one; the model's mode is restored. Methods use it for their own
+        stopping and selection rules (never a test metric)."""
+        was_training = model.training
+        model.eval()
+        correct = 0
+        for batch in indices.cpu().split(batch_size or self.recipe.batch_size):
+            with self.runtime.autocast():
+                predicted = model(self.inputs(batch)).argmax(1)
+            correct += int((predicted == self.labels[batch.to(self.device)]).sum())
+        model.train(was_training)
+        return correct / len(indices)
+
     def stream(self, indices: torch.Tensor, steps: int, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
         """``steps`` batches of indices drawn epoch by epoch from seeded permutations of ``indices``."""
         generator = torch.Generator().manual_seed(seed)
