@@ -57,7 +57,7 @@ def cmd_train(args) -> int:
     print(format_metrics(metrics, setting, title))
 
     out = Path(config.out) / f"train-{dataset.name}-{config.model_name}-{m.name}-n{m.n}-seed{config.seed}"
-    resolved = {**to_dict(config), "model": config.model_name, "recipe": recipe.__dict__}
+    resolved = {**to_dict(config), "model": config.model_name, "recipe": recipe.to_dict()}
     write_yaml(out / "config.yaml", resolved)
     write_json_atomic(out / "record.json", {
         "kind": "original", "config": resolved, "setting": setting.describe(),

@@ -1,13 +1,13 @@
 """The corrective setting end to end: data -> split -> manipulation -> original model (cached) -> metrics."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .cache import cache_key, originals_cache
+from .capacity import WideModel, deployable, restricted_model
 from .config import default_val_size
 from .data import ImageDataset, stratified_split
 from .evaluation import accuracy, collect_predictions, compute_metrics, predict
@@ -78,7 +78,7 @@ def new_model(setting: Setting, model_name: str, seed: int, runtime: Runtime) ->
 
 def original_spec(setting: Setting, model_name: str, recipe: Recipe) -> dict:
     """Everything the original model depends on. The data enter by checksum, not by where they were read from."""
-    spec = {**setting.describe(), "model": model_name, "recipe": dataclasses.asdict(recipe)}
+    spec = {**setting.describe(), "model": model_name, "recipe": recipe.to_dict()}
     del spec["dataset_origin"]
     return spec
 
@@ -109,29 +109,39 @@ def train_original(
     key = cache_key(spec)
     cache = originals_cache()
     model = new_model(setting, model_name, setting.seed, runtime)
-    common = {"cache_key": key, "in_cache": use_cache, "recipe": dataclasses.asdict(recipe)}
+    if recipe.spare_capacity:  # trained wide with the spare channels held at zero; deployed narrowed
+        model = runtime.prepare(restricted_model(model, recipe.spare_capacity, setting.seed))
+    common = {"cache_key": key, "in_cache": use_cache, "recipe": recipe.to_dict()}
     if use_cache:
         meta = cache.load(key, model)
         if meta is not None:
+            model = _deployed(model, runtime)
             confidence = cache.load_scores(key, RECORDED_CONFIDENCE)
             if confidence is not None:
                 remember_confidence(model, confidence)
-            return runtime.prepare(model), {"cache": "hit", **common, "train_seconds": meta["train_seconds"],
-                                            "confidence": "absent" if confidence is None else "stored"}
+            return model, {"cache": "hit", **common, "train_seconds": meta["train_seconds"],
+                           "confidence": "absent" if confidence is None else "stored"}
     recorder = ConfidenceRecorder(len(setting.manipulated.labels), setting.train_bank.device)
     log = train(
         model, setting.train_bank, setting.manipulated.labels, setting.train_idx, recipe,
         seed=setting.seed, runtime=runtime, triggered=setting.manipulated.triggered,
         select=checkpoint_score(setting, recipe, runtime), observe=recorder, desc=f"original {model_name}",
     )
-    confidence = recorder.mean()
-    remember_confidence(model, confidence)
     info = {"cache": "miss", **common, "train_seconds": log.seconds, "losses": log.losses,
             "selected_step": log.selected_step, "checkpoint": recipe.checkpoint, "confidence": "recorded"}
-    if use_cache:
+    if use_cache:  # a restricted model is cached wide: REM needs its spare channels
         cache.save(key, model, {"spec": spec, "train_seconds": log.seconds})
+    model = _deployed(model, runtime)
+    confidence = recorder.mean()
+    remember_confidence(model, confidence)
+    if use_cache:
         cache.save_scores(key, {RECORDED_CONFIDENCE: confidence}, fresh=True)  # a new model: old scores go
     return model, info
+
+
+def _deployed(model: nn.Module, runtime: Runtime) -> nn.Module:
+    """The model other code sees: a capacity-restricted network narrowed to the original architecture."""
+    return runtime.prepare(deployable(model)) if isinstance(model, WideModel) else model
 
 
 def evaluate(model: nn.Module, setting: Setting, runtime: Runtime, forget: torch.Tensor | None = None) -> dict:

@@ -22,7 +22,6 @@ clean training set, n = 0) is the setting of RUM's own study and needs forget se
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import itertools
@@ -363,7 +362,7 @@ def run_grid(config: GridConfig, out: str | Path, progress: bool = True) -> list
     """Run every unfinished cell; returns the records written in this call."""
     store = ResultStore(out)
     recipe = config.resolved_recipe()
-    resolved = to_dict(config) | {"model": config.model_name, "resolved_recipe": dataclasses.asdict(recipe)}
+    resolved = to_dict(config) | {"model": config.model_name, "resolved_recipe": recipe.to_dict()}
     check_resume(Path(out), resolved)
     write_yaml(Path(out) / "config.yaml", resolved)
     cells = expand_cells(config)
@@ -374,7 +373,7 @@ def run_grid(config: GridConfig, out: str | Path, progress: bool = True) -> list
     runtime = Runtime.create(config.device, config.compile, progress=False)
     dataset = load_dataset(config.dataset.name, **config.dataset.loader_options())
     val_size = config.dataset.resolved_val_size(len(dataset.train_labels))
-    common = {"dataset": dataset.name, "model": config.model_name, "recipe": dataclasses.asdict(recipe),
+    common = {"dataset": dataset.name, "model": config.model_name, "recipe": recipe.to_dict(),
               "environment": {**environment(), **runtime.describe()}}
     written = []
     tow = config.tow_options()

@@ -17,7 +17,6 @@ names its kind under ``reference``, so no reference ever shares a key with an or
 """
 from __future__ import annotations
 
-import dataclasses
 import gc
 import hashlib
 from dataclasses import dataclass, field
@@ -102,7 +101,7 @@ def retrain_spec(original_key: str, forget: torch.Tensor, recipe: Recipe, seed: 
     seed), the deletion set's index hash, the recipe and the EU settings it is trained with."""
     return {"reference": "retrain", "reference_format": REFERENCE_FORMAT, "original": original_key,
             "forget": index_hash(forget), "forget_size": len(forget), "method": RETRAIN_METHOD,
-            "hparams": METHODS.get(RETRAIN_METHOD).resolve(RETRAIN_HPARAMS), "recipe": dataclasses.asdict(recipe),
+            "hparams": METHODS.get(RETRAIN_METHOD).resolve(RETRAIN_HPARAMS), "recipe": recipe.to_dict(),
             "seed": seed}
 
 

@@ -10,6 +10,9 @@ original architecture.
     logits = wide(x)                                 # spare capacity off (default; inference)
     deployable = narrow(wide)                        # original shapes; loads into create_model(...)
 
+Capacity-restricted training (a recipe's ``spare_capacity``) trains :func:`restricted_model` with the spare
+capacity off; :func:`trained_spare` gives REM that wide network back from the deployed, narrowed one.
+
 Supported: models built from ``conv_bn`` blocks and ``Residual`` (``resnet9``, ``small_cnn``), in
 :mod:`.sequential_cnn`; WideResNet-28x10 (``wrn28x10``), in :mod:`.wideresnet`. A user block takes part by implementing
 :class:`SpareCapable`; anything else raises :class:`UnsupportedModelError` naming the block.
@@ -20,6 +23,8 @@ from . import sequential_cnn, wideresnet  # noqa: F401  (registers handlers)
 from .core import (SpareCapable, UnsupportedModelError, WideModel, WidenContext, narrow, widen, widen_bn,
                    widen_conv, widen_linear)
 from .masks import MaskState, SpareMask, spare_bits
+from .restricted import deployable, restricted_model, trained_spare
 
 __all__ = ["MaskState", "SpareCapable", "SpareMask", "UnsupportedModelError", "WideModel", "WidenContext",
-           "narrow", "spare_bits", "widen", "widen_bn", "widen_conv", "widen_linear"]
+           "deployable", "narrow", "restricted_model", "spare_bits", "trained_spare", "widen", "widen_bn",
+           "widen_conv", "widen_linear"]

@@ -42,6 +42,10 @@ class MaskState:
     the shared one), ``"all"`` (every spare channel on)."""
 
     def __init__(self, p_on: float = 0.2, seed: int = 0) -> None:
+        self.reset(p_on, seed)
+
+    def reset(self, p_on: float, seed: int) -> None:
+        """New mask parameters: spare capacity off, no shared indices."""
         if not 0.0 <= p_on <= 1.0:
             raise ValueError(f"p_on must be in [0, 1], got {p_on}")
         self.p_on, self.seed = p_on, seed

@@ -21,6 +21,10 @@ the widened model taken *after* the shared mask is set, so student and reference
    off); a copy is kept when P improves. The search starts from a copy of the (narrowed) initial model with its
    own P, never an alias of the live model (avoids 3.6 #1, SPEC 9.6).
 
+When M_o was trained with a capacity-restricted recipe (``recipe.spare_capacity``: the reference's ``mem0`` models,
+whose spare half was held at zero in training), REM switches those trained spare channels on instead of adding new
+ones, and ``spare_fraction`` is not read.
+
 The returned model is the best one narrowed back to the original architecture (spare channels dropped; equal to
 the wide model with spare capacity off), so it loads into a fresh ``create_model(...)``.
 
@@ -46,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..capacity import WideModel, narrow, widen
+from ..capacity import WideModel, narrow, trained_spare, widen
 from ..training import DivergenceError
 from . import method
 from .npo import npo_loss
@@ -125,6 +129,19 @@ def repair_loss(task: Task, wide: WideModel, reference: WideModel, indices: torc
     return per_sample.mean()
 
 
+def spare_capacity(task: Task, hp: dict) -> WideModel:
+    """M_o with spare capacity: the spare channels it was trained with when its recipe was capacity-restricted
+    (``spare_fraction`` is then the trained one), else ``spare_fraction`` new channels added now."""
+    trained = trained_spare(task.original)
+    if trained is None:
+        task.notes["spare_capacity"] = "added at unlearning time"
+        return widen(task.copy_original(), hp["spare_fraction"], hp["p_on"], seed=task.seed)
+    task.notes["spare_capacity"] = "trained with the original (capacity-restricted recipe)"
+    wide = copy.deepcopy(trained)
+    wide.state.reset(hp["p_on"], task.seed)
+    return wide
+
+
 @method("rem", defaults={"lr": 0.005, "passes": 10, "steps": None, "beta": 1.0, "threshold": 0.2,
                          "max_flush_passes": 100, "spare_fraction": 1.0, "p_on": 0.2, "retain_eval": 2000},
         grid={"lr": [0.001, 0.005, 0.025]})
@@ -148,7 +165,7 @@ def rem(task: Task, hp: dict) -> nn.Module:
     if hp["steps"] is not None and hp["steps"] < 1:
         raise ValueError(f"rem steps must be >= 1 or null, got {hp['steps']!r}")
 
-    wide = widen(task.copy_original(), hp["spare_fraction"], hp["p_on"], seed=task.seed)
+    wide = spare_capacity(task, hp)
     wide.shared_mask_for(task.forget_idx)
     reference = copy.deepcopy(wide).requires_grad_(False).eval()  # same shared mask, same per-example masks
 

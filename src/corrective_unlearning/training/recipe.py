@@ -32,6 +32,7 @@ class Recipe:
     eval_every: int = 0
     optimizer: str = "sgd"  # adam: the original bad-teacher recipe
     schedule: str = "warmup_linear"  # constant: no warm-up, no decay
+    spare_capacity: float = 0.0
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
@@ -43,6 +44,8 @@ class Recipe:
         if self.optimizer not in OPTIMIZERS or self.schedule not in SCHEDULES:
             raise ValueError(f"recipe optimizer must be one of {OPTIMIZERS} and schedule one of {SCHEDULES}, "
                              f"got {self.optimizer!r} and {self.schedule!r}")
+        if not self.spare_capacity >= 0:
+            raise ValueError(f"recipe spare_capacity is a fraction of extra channels >= 0, got {self.spare_capacity}")
 
     @property
     def warmup_steps(self) -> int:
@@ -62,6 +65,14 @@ class Recipe:
 
     def replace(self, **changes) -> "Recipe":
         return Recipe(**{**asdict(self), **changes})
+
+    def to_dict(self) -> dict:
+        """The fields as recorded and hashed into cache keys. ``spare_capacity`` appears only when set, so the keys
+        of models cached before the option existed stay valid."""
+        fields = asdict(self)
+        if not fields["spare_capacity"]:
+            del fields["spare_capacity"]
+        return fields
 
     def make_optimizer(self, params) -> torch.optim.Optimizer:
         if self.optimizer == "adam":
