@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from corrective_unlearning.api import correct
+from corrective_unlearning import correct
 from corrective_unlearning.config import ConfigError
 from corrective_unlearning.experiment import build_setting, train_original
 from corrective_unlearning.grid import deletion_set, expand_cells, load_grid_config, make_task, run_grid
@@ -255,7 +255,7 @@ def test_rum_runs_in_a_grid(tmp_path):
 
 def test_correct_runs_the_shuffle_control_and_names_the_missing_proxy(synthetic):
     model = create_model("small_cnn", synthetic.num_classes, synthetic.in_channels)
-    args = (model, synthetic.train_images, synthetic.train_labels, list(range(0, 60, 2)))
+    args = (model, (synthetic.train_images, synthetic.train_labels), list(range(0, 60, 2)))
     fixed, report = correct(*args, method="rum", device="cpu",
                             hparams={"order": "shuffle", "steps": ["none", "cf", "cf"], "step_hparams": {"steps": 1}})
     assert [s["size"] for s in report["method_notes"]["steps"]] == [10, 10, 10]

@@ -37,6 +37,7 @@ def cmd_train(args) -> int:
     from .config import to_dict, write_yaml
     from .data import load_dataset
     from .experiment import build_setting, evaluate, train_original
+    from .grid import deletion_set
     from .records import environment, write_json_atomic
     from .report.tables import format_metrics
     from .runtime import Runtime, Stopwatch
@@ -66,8 +67,94 @@ def cmd_train(args) -> int:
                     "total_seconds": time.time() - started},
         "environment": {**environment(), **runtime.describe()},
     })
-    print(f"record: {out / 'record.json'}")
+    _write_model(model, out / "model.safetensors", {"arch": config.model_name, "num_classes": dataset.num_classes,
+                                                     "in_channels": dataset.in_channels, "cache_key": info["cache_key"]})
+    flagged = deletion_set(setting, args.flag)
+    (out / "flagged.txt").write_text(
+        f"# {len(flagged)} of the {len(setting.manipulated.manipulated)} manipulated samples ({args.flag:.0%} "
+        f"discovery, seeded), one training index per line\n" + "".join(f"{i}\n" for i in flagged.tolist()))
+    print(f"record: {out / 'record.json'}; model: {out / 'model.safetensors'}; flagged: {out / 'flagged.txt'}")
     return 0
+
+
+def _write_model(model, path: Path, meta: dict) -> None:
+    from safetensors.torch import save_file
+
+    from .records import write_json_atomic
+
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(path))
+    write_json_atomic(path.with_suffix(".json"), meta)
+
+
+def cmd_fix(args) -> int:
+    import yaml
+
+    from .fix import correct, load_model, read_flagged, training_data, write_report
+    from .runtime import Runtime
+
+    runtime = Runtime.create(args.device or "auto", progress=not args.quiet)
+    steps = tqdm_steps(["read the data", "load the model", "correct", "write the report"], args.quiet)
+    data = training_data(args.data, data_dir=args.data_dir, download=args.download, runtime=runtime)
+    next(steps)
+    arch = args.arch or _sidecar(args.model).get("arch")
+    if not arch:
+        raise ValueError(f"--arch is needed: {args.model} has no sidecar naming its architecture")
+    model = load_model(args.model, arch, data.num_classes, data.images.shape[1])
+    next(steps)
+    hparams = yaml.safe_load(args.hparams) if args.hparams else None
+    if hparams is not None and not isinstance(hparams, dict):
+        raise ValueError(f"--hparams: expected a YAML mapping such as '{{alpha: 10}}' or, for auto, "
+                         f"'{{rem: {{steps: 300}}}}', got {args.hparams!r}")
+    validation = training_data(args.validation) if args.validation else None
+    result = correct(model, data, read_flagged(args.flagged), method=args.method, validation=validation,
+                     hparams=hparams, expand=args.expand, ranking=args.ranking, device=args.device or "auto",
+                     seed=args.seed, max_val_drop=args.max_val_drop, progress=not args.quiet)
+    next(steps)
+    report = write_report(result, args.out, {"arch": arch, "num_classes": data.num_classes,
+                                             "in_channels": int(data.images.shape[1]),
+                                             "source_model": str(args.model)})
+    next(steps, None)
+    print(before_after(result.report))
+    print(f"corrected model: {Path(args.out) / 'model.safetensors'}; report: {report}")
+    return 0
+
+
+def tqdm_steps(names: list[str], quiet: bool):
+    """A progress bar over the stages of a command; next() after each stage."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(names), desc=names[0], disable=quiet, leave=False)
+    for name in names[1:]:
+        yield
+        bar.update(1)
+        bar.set_description(name)
+    yield
+    bar.update(1)
+    bar.close()
+
+
+def _sidecar(model_path: str) -> dict:
+    sidecar = Path(model_path).with_suffix(".json")
+    try:
+        return json.loads(sidecar.read_text()) if sidecar.exists() else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def before_after(report: dict) -> str:
+    from .fix.report import _accuracy_rows
+
+    rows = _accuracy_rows(report)
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{report['method']} {report['hparams']} in {report['seconds']:.1f} s",
+             f"{'':{width}s}  before   after"]
+    for label, before, after in rows:
+        lines.append(f"{label:{width}s}  {_pct(before)}  {_pct(after)}")
+    return "\n".join(lines)
+
+
+def _pct(value) -> str:
+    return "   n/a" if value is None else f"{value:6.1f}"
 
 
 def cmd_methods(_args) -> int:
@@ -135,9 +222,47 @@ def build_parser() -> argparse.ArgumentParser:
                                          "torch.compile mode such as reduce-overhead")
     train.add_argument("--no-cache", action="store_true", help="retrain even if a cached original model exists")
     train.add_argument("--out", help="output folder (default: runs)")
+    train.add_argument("--flag", type=float, default=0.1, metavar="RATE",
+                       help="discovery rate of the flagged.txt written beside the model: that share of the "
+                            "manipulated samples, drawn as the benchmark draws S_f (default: 0.1)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.add_argument("overrides", nargs="*", metavar="key=value")
     train.set_defaults(handler=cmd_train)
+
+    fix = sub.add_parser(
+        "fix", help="correct your own model: unlearn the flagged samples, write the corrected model and a report",
+        description="Correct a trained classifier given the training samples found to be bad. Writes "
+                    "OUT/model.safetensors (+ model.json), OUT/report.md with figures, OUT/record.json and "
+                    "OUT/flipped.csv.",
+        epilog="example: corrective fix --model runs/train-.../model.safetensors --data runs/train-.../ "
+               "--flagged runs/train-.../flagged.txt --out fixed/")
+    fix.add_argument("--model", required=True, help="the trained weights: .safetensors, or a PyTorch checkpoint "
+                                                    "(read with weights_only=True; pickled code is refused)")
+    fix.add_argument("--arch", help="the registry architecture (resnet9 | wrn28x10 | small_cnn); default: the "
+                                    "model's JSON sidecar")
+    fix.add_argument("--data", required=True,
+                     help="training data as trained on: a registered dataset (cifar10, fashion-mnist, ...), a "
+                          "'corrective train' run folder, or an .npz file with images [N, C, H, W] and labels")
+    fix.add_argument("--flagged", required=True, help="the flagged training indices: .txt (one per line), .csv "
+                                                      "(column index, or the first) or .json (a list)")
+    fix.add_argument("--method", default="auto", help="a method of 'corrective methods', or auto (default): the "
+                                                      "strongest candidates, chosen on validation data")
+    fix.add_argument("--hparams", help="YAML mapping of hyperparameters, e.g. '{alpha: 10}'; for auto, per "
+                                       "candidate: '{rem: {steps: 300}}'")
+    fix.add_argument("--validation", help="held-out data (.npz with images and labels); default: 5%% of the "
+                                          "unflagged training samples, or a run folder's validation split")
+    fix.add_argument("--expand", type=int, default=0, metavar="K",
+                     help="add the K unflagged samples most like the flagged ones before unlearning (default: 0)")
+    fix.add_argument("--ranking", default="combined", help="the suspect ranking --expand uses (default: combined)")
+    fix.add_argument("--max-val-drop", type=float, default=2.0, metavar="POINTS",
+                     help="auto: candidates may lose at most POINTS of validation accuracy (default: 2)")
+    fix.add_argument("--data-dir", help="directory holding the dataset files")
+    fix.add_argument("--download", action="store_true", help="download missing dataset files into the data dir")
+    fix.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    fix.add_argument("--seed", type=int, default=0)
+    fix.add_argument("--out", default="fixed", help="output folder (default: fixed)")
+    fix.add_argument("--quiet", action="store_true", help="no progress bars")
+    fix.set_defaults(handler=cmd_fix)
 
     methods = sub.add_parser("methods", help="list every registered unlearning method with its hyperparameters")
     methods.set_defaults(handler=cmd_methods)

@@ -6,7 +6,7 @@ Hyperparameters (``rum`` in a grid config or ``correct(..., method="rum")``):
 
 - ``proxy`` / ``proxy_params``: the memorization proxy (``confidence``, ``heldout``, ``curvature``; see
   :mod:`corrective_unlearning.proxies`, higher = more memorized) and its parameters. The scores come from the
-  task's ``memorization`` capability (the grid binds it; :func:`~corrective_unlearning.api.correct` does not,
+  task's ``memorization`` capability (the grid binds it; :func:`~corrective_unlearning.correct` does not,
   so there use ``order: shuffle``).
 - ``subsets``: k, the number of subsets (default 3: low / medium / high).
 - ``steps``: one registered method name per subset, low to high memorization, or ``none`` (leave the model as it

@@ -8,7 +8,9 @@ from ..manipulations import Trigger
 
 
 class ImageBank:
-    """uint8 images ``[N, C, H, W]`` resident on ``device``, with their normalisation and optional trigger."""
+    """Images ``[N, C, H, W]`` resident on ``device``, with their normalisation and optional trigger: uint8 (the
+    datasets' form; scaled to [0, 1], then normalised by ``mean``/``std``) or floating point (a user's data exactly
+    as the model reads it: ``mean``/``std`` apply without scaling, pass 0 and 1 to leave it as it is)."""
 
     def __init__(self, images: torch.Tensor, mean, std, device: torch.device, trigger: Trigger | None = None,
                  channels_last: bool = True):
@@ -42,7 +44,8 @@ class ImageBank:
             x = random_flip(x, generator)
         if self.trigger is not None and (stamp is True or isinstance(stamp, torch.Tensor)):
             x = self.trigger.stamp(x, None if stamp is True else stamp.to(self.device))
-        x = (x.float().div_(255) - self.mean) / self.std
+        x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+        x = (x - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 

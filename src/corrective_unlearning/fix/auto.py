@@ -1,0 +1,92 @@
+"""``method="auto"``: run the candidates the benchmark found strongest, each over its search space, and pick one by
+the guarded non-peeking rule on the user's validation data (:mod:`..selection`).
+
+Why these candidates (README, "REM, Potion and the regularity x discovery map", and the paper-1 tables):
+REM scored best on poison at 10-50% discovery and stayed near the original elsewhere; SSD was the strongest of the
+paper-1 methods on poison; NPO is the cheap removal REM builds on; CF (fine-tuning on the retain set) edged ahead
+on interclass and random labels. Every candidate is scored by the paper's rule (mean of deletion change on S_f and
+validation accuracy) among those whose validation accuracy is within ``max_val_drop`` points of the original's,
+so a collapsed model that flips every flagged sample is never chosen.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..methods import METHODS, Task, expand_grid
+from ..runtime import Stopwatch
+from ..selection import DEFAULT_MAX_VAL_DROP, mark_selection
+from ..training import DivergenceError
+
+CANDIDATES: dict[str, dict] = {
+    "rem": {"grid": {"lr": [0.001, 0.005, 0.025]}},
+    "ssd": {"params": {"alpha_scale": "relative", "lambda_ratio": 0.1}, "grid": {"alpha": [10, 20, 45]}},
+    "npo": {"grid": {"lr": [0.005]}},
+    "cf": {"grid": {"last_k": ["all"]}},
+}
+
+
+def candidate_settings(overrides: dict | None = None, candidates: dict | None = None) -> list[tuple[str, dict]]:
+    """(method, hparams) for every point of every candidate's search space; ``overrides`` maps a method to fixed
+    hparams (e.g. ``{"rem": {"steps": 300}}``) applied to all its points."""
+    overrides = dict(overrides or {})
+    candidates = CANDIDATES if candidates is None else candidates
+    unknown = sorted(set(overrides) - set(candidates))
+    if unknown:
+        raise ValueError(f"hparams for method auto: expected a mapping from candidate method ({', '.join(candidates)})"
+                         f" to its fixed hyperparameters, got key(s) {unknown}")
+    settings = []
+    for name, space in candidates.items():
+        for point in expand_grid(space.get("grid", {})):
+            hparams = {**space.get("params", {}), **point, **overrides.get(name, {})}
+            METHODS.get(name).resolve(hparams)  # unknown hyperparameters fail before anything runs
+            settings.append((name, hparams))
+    return settings
+
+
+def run_auto(task: Task, scores: Callable[[nn.Module], dict], original_scores: dict, overrides: dict | None = None,
+             max_val_drop: float = DEFAULT_MAX_VAL_DROP, progress: bool = False
+             ) -> tuple[nn.Module, dict, list[dict]]:
+    """Run every candidate setting on ``task``; return (the chosen model, its row, every row). ``scores(model)``
+    gives ``val_acc`` and ``deletion_change`` (percent); ``original_scores`` the same for M_o."""
+    rows, models = [], []
+    settings = candidate_settings(overrides)
+    for index, (name, hparams) in enumerate(tqdm(settings, desc="auto: candidates", disable=not progress)):
+        task.start_run()
+        try:
+            with Stopwatch(task.runtime) as clock:
+                model = METHODS.get(name)(task, hparams)
+        except DivergenceError as error:
+            rows.append({"method": name, "hparams": hparams, "status": "failed", "error": str(error)})
+            models.append(None)
+            continue
+        rows.append({"method": name, "hparams": METHODS.get(name).resolve(hparams), "status": "ok",
+                     "seconds": clock.seconds, "metrics": scores(model), "setting_index": index,
+                     "method_notes": copy.deepcopy(dict(task.notes))})
+        models.append(model.cpu())
+    if not any(row["status"] == "ok" for row in rows):
+        raise RuntimeError("method auto: every candidate failed: " + "; ".join(r["error"] for r in rows))
+    chosen = _choose(rows, original_scores, max_val_drop)
+    return models[chosen].to(task.device), rows[chosen], rows
+
+
+def _choose(rows: list[dict], original_scores: dict, max_val_drop: float) -> int:
+    """Index of the guarded rule's pick; every row gets its ``score``, ``guard`` and ``chosen`` flag."""
+    same = {"dataset": "user", "model": "user", "manipulation": "unknown", "n": None, "rate": None, "seed": 0}
+    records = [{**same, "method": "original", "status": "ok", "metrics": original_scores}]
+    records += [{**same, **row, "method": "auto", "candidate": row["method"]} for row in rows]
+    marked = mark_selection(records, max_val_drop)[1:]
+    ok = [i for i, row in enumerate(rows) if row["status"] == "ok"]
+    chosen = None
+    for i, record in zip(ok, marked):
+        rows[i].update(score=record["selection_score"], guard=record["guard"], chosen=record["guarded"])
+        if record["guarded"]:
+            chosen = i
+    return chosen
+
+
+def describe_candidates() -> str:
+    return "; ".join(f"{name} {space.get('grid', {})}" for name, space in CANDIDATES.items())

@@ -1,0 +1,217 @@
+"""``correct()``: the practitioner's path from a trained classifier, its training data and the flagged samples to
+a corrected copy of the model and a report of what changed."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from ..config import default_val_size
+from ..data import stratified_split
+from ..evaluation import predict
+from ..methods import METHODS, Task
+from ..runtime import Runtime, Stopwatch
+from ..selection import DEFAULT_MAX_VAL_DROP
+from ..training import Recipe, default_recipe
+from .auto import run_auto
+from .data import TrainingData, as_images_labels, check_model, flagged_indices, training_data
+
+
+@dataclass
+class Correction:
+    """What :func:`correct` returns: the corrected model and the report (a JSON-ready dict; see
+    :func:`..fix.report.write_report` for its rendering). Unpacks as ``model, report = correct(...)``."""
+
+    model: nn.Module
+    report: dict = field(repr=False)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.model, self.report))
+
+
+def correct(
+    model: nn.Module,
+    train,
+    flagged: Sequence[int] | torch.Tensor,
+    *,
+    method: str = "auto",
+    validation=None,
+    hparams: dict | None = None,
+    expand: int = 0,
+    ranking: str = "combined",
+    recipe: Recipe | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    val_size: int | None = None,
+    augment: bool = False,
+    max_val_drop: float = DEFAULT_MAX_VAL_DROP,
+    device: str = "auto",
+    seed: int = 0,
+    progress: bool = False,
+) -> Correction:
+    """Return a corrected copy of ``model`` (left untouched) and a report.
+
+    ``train``: the training data as the model was trained on it: a ``torch.utils.data.Dataset`` of (image, label)
+    items, a pair (images, labels), a registered dataset name, an ``.npz`` file or a ``corrective train`` run
+    folder. Images are uint8 ``[N, C, H, W]`` (normalised with ``mean``/``std``, computed from the images when not
+    given) or float, exactly as the model reads them. ``flagged``: indices of the samples found to be bad, or a
+    boolean mask of length N. ``method``: a registered method or ``"auto"`` (candidates scored on validation data,
+    :mod:`.auto`). ``validation``: held-out data in the same form as ``train``; by default ``val_size`` (5%)
+    unflagged samples are held out. ``hparams``: the method's hyperparameters; for ``auto``, a mapping from
+    candidate to fixed hyperparameters. ``expand``: add the ``expand`` unflagged samples that most resemble the
+    flagged ones (:func:`corrective_unlearning.suspects`, ranking ``ranking``) before unlearning. ``recipe``: the
+    training recipe of methods that train (default: the registered dataset's, else recipe A's optimiser without
+    augmentation unless ``augment``).
+    """
+    if method != "auto" and method not in METHODS:
+        raise ValueError(f"method {method!r}: expected 'auto' or one of {', '.join(METHODS.names())}")
+    if not (isinstance(expand, int) and expand >= 0):
+        raise ValueError(f"expand: expected a number of suspects >= 0, got {expand!r}")
+    runtime = dataclasses.replace(Runtime.create(device, progress=progress), channels_last=False)
+    data = training_data(train, mean=mean, std=std, runtime=runtime)
+    flagged = flagged_indices(flagged, len(data.labels))
+    not_trained = flagged[~torch.isin(flagged, data.train_idx)]
+    if len(not_trained):
+        raise ValueError(f"flagged: {len(not_trained)} index(es) are not training samples of {data.description} "
+                         f"(e.g. {not_trained[:5].tolist()}: its validation split)")
+    data, val_idx, val_source = _with_validation(data, validation, flagged, val_size, seed)
+    outputs = check_model(model, data.images, max(data.num_classes, int(data.val_labels.max()) + 1), data.mean,
+                          data.std)
+
+    original = runtime.prepare(copy.deepcopy(model)).eval()
+    bank = data.bank(runtime)
+    triggered = data.triggered if data.triggered is not None else torch.zeros(len(data.labels), dtype=torch.bool)
+    stamp = triggered.to(runtime.device)
+    suspects_report = None
+    if expand:
+        flagged, suspects_report = _expand(original, data, flagged, expand, ranking, runtime)
+
+    labels = data.labels.clone()
+    labels[val_idx] = data.val_labels  # the validation part of the bank carries its own labels
+    retain = data.train_idx[~torch.isin(data.train_idx, flagged)]
+    task = Task(original=original, bank=bank, labels=labels.to(runtime.device), forget_idx=flagged,
+                retain_idx=retain, val_idx=val_idx, val_labels=data.val_labels, num_classes=outputs,
+                recipe=recipe or _default_recipe(data, augment), runtime=runtime, seed=seed, _triggered=stamp)
+
+    def scores(m: nn.Module) -> dict:
+        return {"val_acc": 100.0 * task.accuracy(m, val_idx),  # percent, as the benchmark's records
+                "deletion_change": 100.0 * (1.0 - task.accuracy(m, flagged))}
+
+    original_scores = scores(original)
+    candidates = None
+    with Stopwatch(runtime) as clock:
+        if method == "auto":
+            corrected, chosen, candidates = run_auto(task, scores, original_scores, hparams, max_val_drop, progress)
+            chosen_method, chosen_hparams, notes = chosen["method"], chosen["hparams"], chosen["method_notes"]
+        else:
+            corrected = METHODS.get(method)(task, hparams)
+            chosen_method, chosen_hparams, notes = method, METHODS.get(method).resolve(hparams), dict(task.notes)
+    report = {
+        "requested_method": method, "method": chosen_method, "hparams": chosen_hparams, "method_notes": notes,
+        "candidates": candidates, "max_val_drop": max_val_drop if method == "auto" else None,
+        "seconds": clock.seconds, "data": data.description, "num_classes": outputs,
+        "flagged": len(flagged) - (suspects_report["added"] if suspects_report else 0),
+        "deletion_set": len(flagged), "suspects": suspects_report,
+        "validation": {"size": len(val_idx), "source": val_source},
+        "original_scores": original_scores,
+        **_comparison(original, corrected, data, bank, flagged, val_idx, stamp, runtime, outputs),
+    }
+    if data.setting is not None:
+        from ..experiment import evaluate
+
+        report["benchmark"] = {"before": evaluate(original, data.setting, runtime, flagged),
+                               "after": evaluate(corrected, data.setting, runtime, flagged)}
+    return Correction(corrected.eval(), report)
+
+
+def _default_recipe(data: TrainingData, augment: bool) -> Recipe:
+    if data.setting is not None:
+        return default_recipe(data.setting.dataset.name)
+    return Recipe() if augment else Recipe(crop_padding=0, flip=False)
+
+
+def _with_validation(data: TrainingData, validation, flagged: torch.Tensor, val_size: int | None, seed: int
+                     ) -> tuple[TrainingData, torch.Tensor, str]:
+    """The data with its validation samples (appended to the images when given separately), their indices, and
+    where they come from."""
+    if validation is not None:
+        images, labels = as_images_labels(validation, "validation")
+        if images.shape[1:] != data.images.shape[1:] or images.dtype != data.images.dtype:
+            raise ValueError(f"validation images: expected the training images' form {data.images.dtype} "
+                             f"[M, {', '.join(map(str, data.images.shape[1:]))}], got {images.dtype} "
+                             f"{tuple(images.shape)}")
+        n = len(data.labels)
+        val_idx = torch.arange(n, n + len(labels))
+        data = dataclasses.replace(
+            data, images=torch.cat([data.images, images.cpu()]), labels=torch.cat([data.labels, labels]),
+            val_idx=val_idx, val_labels=labels,
+            triggered=None if data.triggered is None else torch.cat([data.triggered, torch.zeros(len(labels),
+                                                                                                  dtype=torch.bool)]),
+            true_labels=None if data.true_labels is None else torch.cat([data.true_labels, labels]))
+        return data, val_idx, f"given ({len(labels)} samples)"
+    if data.val_idx is not None and len(data.val_idx):
+        return data, data.val_idx, "the run's held-out validation split (clean labels)"
+    unflagged = data.train_idx[~torch.isin(data.train_idx, flagged)]
+    size = default_val_size(len(unflagged)) if val_size is None else val_size
+    if not 0 < size < len(unflagged):
+        raise ValueError(f"val_size: expected 1 to {len(unflagged) - 1} held-out samples, got {size}")
+    kept, held = stratified_split(data.labels[unflagged], size, seed)
+    val_idx = unflagged[held]
+    data = dataclasses.replace(data, train_idx=torch.sort(torch.cat([unflagged[kept], flagged])).values,
+                               val_idx=val_idx, val_labels=data.labels[val_idx])
+    return data, val_idx, f"held out: {size} unflagged training samples (given labels), not trained on here"
+
+
+def _expand(original: nn.Module, data: TrainingData, flagged: torch.Tensor, k: int, ranking: str,
+            runtime: Runtime) -> tuple[torch.Tensor, dict]:
+    from ..suspects import suspects
+
+    found = suspects(original, data, flagged, ranking=ranking, k=k, candidates=data.train_idx, device=runtime.device)
+    added = torch.as_tensor(found.indices, dtype=torch.int64)
+    report = {"ranking": ranking, "k": k, "added": len(added), "indices": added.tolist(),
+              "scores": [float(s) for s in found.scores]}
+    if data.true_labels is not None:  # a benchmark run: how many suspects really were manipulated
+        bad = data.true_labels[added] != data.labels[added]
+        report["manipulated_among_added"] = int(bad.sum())
+    return torch.sort(torch.cat([flagged, added])).values, report
+
+
+def _comparison(original: nn.Module, corrected: nn.Module, data: TrainingData, bank, flagged: torch.Tensor,
+                val_idx: torch.Tensor, stamp: torch.Tensor, runtime: Runtime, num_classes: int) -> dict:
+    """Accuracies before and after (flagged samples with given and, when known, true labels; validation overall
+    and per class) and every training sample whose prediction changed."""
+    train_idx = data.train_idx
+    idx = torch.cat([train_idx, val_idx])
+    before = predict(original, bank, idx, runtime, stamp[idx.to(stamp.device)])
+    after = predict(corrected, bank, idx, runtime, stamp[idx.to(stamp.device)])
+    n_train = len(train_idx)
+    position = {int(i): p for p, i in enumerate(train_idx.tolist())}
+    at_flagged = torch.tensor([position[int(i)] for i in flagged])
+    val_labels = data.labels[val_idx]
+
+    def summary(pred: torch.Tensor) -> dict:
+        fp, vp = pred[at_flagged], pred[n_train:]
+        out = {"flagged_acc_given": _pct(fp == data.labels[flagged]), "val_acc": _pct(vp == val_labels),
+               "per_class_val_acc": [_pct(vp[val_labels == c] == c) if bool((val_labels == c).any()) else None
+                                     for c in range(num_classes)]}
+        if data.true_labels is not None:
+            out["flagged_acc_true"] = _pct(fp == data.true_labels[flagged])
+        return out
+
+    changed = torch.nonzero(before[:n_train] != after[:n_train]).flatten()
+    is_flagged = torch.isin(train_idx[changed], flagged)
+    flips = [{"index": int(train_idx[p]), "given_label": int(data.labels[train_idx[p]]),
+              **({"true_label": int(data.true_labels[train_idx[p]])} if data.true_labels is not None else {}),
+              "before": int(before[p]), "after": int(after[p]), "flagged": bool(f)}
+             for p, f in zip(changed.tolist(), is_flagged.tolist())]
+    return {"before": summary(before), "after": summary(after),
+            "flipped": {"training_samples": len(flips), "flagged": int(is_flagged.sum()),
+                        "unflagged": int((~is_flagged).sum()), "rows": flips}}
+
+
+def _pct(hits: torch.Tensor) -> float | None:
+    return 100.0 * float(hits.double().mean()) if len(hits) else None

@@ -1,0 +1,354 @@
+"""What the practitioner path reads: training data in any of its forms, the flagged indices, a model file.
+
+Every reader checks its input at the boundary and raises a ValueError (or FileNotFoundError) that says what was
+expected and what was received, so a bad file or argument fails before any work is done.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.base import channel_stats
+from ..runtime import Runtime
+from ..training import ImageBank
+
+
+@dataclass
+class TrainingData:
+    """Images as the model was trained on them, their given labels, and what is known beyond that.
+
+    ``images``: uint8 ``[N, C, H, W]`` (normalised with ``mean``/``std`` on the [0, 1] scale) or floating point,
+    exactly as the model reads them (``mean``/``std`` are then 0 and 1). ``train_idx``: the indices that were
+    trained on (all of them for a user's data; a benchmark run holds its validation split out). ``true_labels`` and
+    ``setting`` are known only for a benchmark run (``corrective train``'s folder)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    train_idx: torch.Tensor
+    val_idx: torch.Tensor | None = None  # a validation split of the same images (a benchmark run's)
+    val_labels: torch.Tensor | None = None
+    triggered: torch.Tensor | None = None  # samples rendered with the setting's trigger
+    trigger: Any = None
+    true_labels: torch.Tensor | None = None
+    setting: Any = None  # experiment.Setting of a benchmark run: its test-set metrics
+    description: str = "tensors"
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.labels.max()) + 1 if len(self.labels) else 0
+
+    def bank(self, runtime: Runtime) -> ImageBank:
+        return ImageBank(self.images, self.mean, self.std, runtime.device, self.trigger, channels_last=False)
+
+
+def _describe(value) -> str:
+    shape = tuple(getattr(value, "shape", ()))
+    dtype = getattr(value, "dtype", "")
+    return f"{type(value).__name__} {dtype} {shape}".replace("  ", " ").strip()
+
+
+def as_images_labels(data, what: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(images, labels)`` from a pair of tensors or arrays, or from a ``torch.utils.data.Dataset`` whose items
+    are ``(image, label)``."""
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        images, labels = data
+    elif isinstance(data, torch.utils.data.Dataset):
+        images, labels = _stack_dataset(data, what)
+    else:
+        raise ValueError(f"{what}: expected a torch Dataset of (image, label) items, a pair (images, labels) or a "
+                         f"registered dataset name, got {_describe(data)}")
+    images = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+    labels = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
+    return _check_images(images, what), _check_labels(labels, len(images), what)
+
+
+def _stack_dataset(dataset, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    try:
+        n = len(dataset)
+    except TypeError as error:
+        raise ValueError(f"{what}: the Dataset must have a length (a map-style Dataset)") from error
+    if n == 0:
+        raise ValueError(f"{what}: the Dataset is empty")
+    images, labels = [], []
+    for i in range(n):
+        item = dataset[i]
+        if not (isinstance(item, (tuple, list)) and len(item) >= 2):
+            raise ValueError(f"{what}: item {i} of the Dataset is {_describe(item)}; expected (image, label)")
+        images.append(torch.as_tensor(np.asarray(item[0]) if not isinstance(item[0], torch.Tensor) else item[0]))
+        labels.append(int(item[1]))
+    shapes = {tuple(x.shape) for x in images}
+    if len(shapes) > 1:
+        raise ValueError(f"{what}: the Dataset's images differ in shape ({sorted(shapes)[:3]}...); expected one "
+                         f"shape [C, H, W]")
+    return torch.stack(images), torch.tensor(labels, dtype=torch.int64)
+
+
+def _check_images(images: torch.Tensor, what: str) -> torch.Tensor:
+    if images.dim() == 3:  # [N, H, W]: one channel
+        images = images.unsqueeze(1)
+    if images.dim() != 4 or not (images.dtype == torch.uint8 or images.is_floating_point()):
+        raise ValueError(f"{what} images: expected uint8 or float [N, C, H, W] (or [N, H, W]), got "
+                         f"{_describe(images)}")
+    if images.is_floating_point() and not bool(torch.isfinite(images).all()):
+        raise ValueError(f"{what} images: some values are NaN or infinite")
+    return images
+
+
+def _check_labels(labels: torch.Tensor, n: int, what: str) -> torch.Tensor:
+    if labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool or labels.is_complex():
+        raise ValueError(f"{what} labels: expected integer class indices [N], got {_describe(labels)}")
+    if len(labels) != n:
+        raise ValueError(f"{what}: {n} images but {len(labels)} labels")
+    if len(labels) and int(labels.min()) < 0:
+        raise ValueError(f"{what} labels: expected class indices >= 0, got {int(labels.min())}")
+    return labels.cpu().long()
+
+
+def training_data(data, *, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                  data_dir: str | None = None, download: bool = False, runtime: Runtime | None = None
+                  ) -> TrainingData:
+    """:class:`TrainingData` from a registered dataset name, a benchmark run folder (``corrective train``'s
+    output), an ``.npz`` file with ``images`` and ``labels``, a pair (images, labels) or a torch Dataset."""
+    if isinstance(data, TrainingData):
+        return data
+    if isinstance(data, (str, Path)):
+        return _named_data(str(data), data_dir, download, runtime)
+    images, labels = as_images_labels(data)
+    return from_tensors(images, labels, mean, std)
+
+
+def from_tensors(images: torch.Tensor, labels: torch.Tensor, mean=None, std=None, description: str = "tensors"
+                 ) -> TrainingData:
+    images = images.cpu()
+    if images.dtype != torch.uint8:  # already as the model reads it
+        mean, std = (0.0,) * images.shape[1], (1.0,) * images.shape[1]
+    elif mean is None or std is None:
+        mean, std = channel_stats(images)
+    for name, stats in (("mean", mean), ("std", std)):
+        if len(stats) != images.shape[1]:
+            raise ValueError(f"{name}: expected one value per channel ({images.shape[1]}), got {len(stats)}")
+    return TrainingData(images=images, labels=labels, mean=tuple(mean), std=tuple(std),
+                        train_idx=torch.arange(len(labels)), description=description)
+
+
+def _named_data(spec: str, data_dir, download, runtime) -> TrainingData:
+    path = Path(spec)
+    if path.is_dir() and (path / "record.json").exists():
+        return from_run(path, runtime or Runtime.create("cpu", progress=False))
+    if path.suffix == ".npz":
+        if not path.exists():
+            raise FileNotFoundError(f"data file {path} does not exist")
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                missing = {"images", "labels"} - set(archive.files)
+                if missing:
+                    raise ValueError(f"{path}: expected arrays 'images' and 'labels', missing {sorted(missing)} "
+                                     f"(it holds {sorted(archive.files)})")
+                images, labels = torch.from_numpy(archive["images"]), torch.from_numpy(archive["labels"])
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{path} is not a readable .npz archive: {error}") from error
+        images, labels = _check_images(images, str(path)), _check_labels(labels, len(images), str(path))
+        return from_tensors(images, labels, description=str(path))
+    from ..data import SOURCES, load_dataset
+
+    if spec not in SOURCES.names():
+        raise ValueError(f"data {spec!r}: expected a registered dataset ({', '.join(SOURCES.names())}), a "
+                         f"'corrective train' run folder (holding record.json) or an .npz file with images and "
+                         f"labels")
+    options = {"download": download} | ({"data_dir": data_dir} if data_dir else {})
+    dataset = load_dataset(spec, **options)
+    return from_tensors(dataset.train_images, dataset.train_labels, dataset.mean, dataset.std,
+                        description=f"{spec} (training split as stored)")
+
+
+def from_run(folder: Path, runtime: Runtime) -> TrainingData:
+    """The manipulated training set of a ``corrective train`` run, rebuilt from its record (the same data, split,
+    manipulation and seed; checked against the record's index hashes)."""
+    from ..config import TrainConfig, from_dict
+    from ..data import load_dataset
+    from ..experiment import build_setting
+
+    record = json.loads((folder / "record.json").read_text())
+    config = from_dict(TrainConfig, {k: v for k, v in record["config"].items() if k not in ("recipe",)}
+                       | {"recipe": {}})
+    m = config.manipulation
+    dataset = load_dataset(config.dataset.name, **config.dataset.loader_options())
+    val_size = config.dataset.resolved_val_size(len(dataset.train_labels))
+    setting = build_setting(dataset, m.name, m.n, config.seed, runtime, val_size, **m.params)
+    if record.get("index_hashes") and setting.index_hashes() != record["index_hashes"]:
+        raise ValueError(f"{folder}: the rebuilt training set differs from the one the run recorded (index hashes "
+                         f"{setting.index_hashes()} vs {record['index_hashes']}): the data files changed")
+    manipulated = setting.manipulated
+    return TrainingData(
+        images=dataset.train_images, labels=manipulated.labels.cpu(), mean=dataset.mean, std=dataset.std,
+        train_idx=setting.train_idx, val_idx=setting.val_idx,
+        val_labels=manipulated.clean_labels[setting.val_idx].cpu(), triggered=manipulated.triggered.cpu(),
+        trigger=manipulated.trigger, true_labels=manipulated.clean_labels.cpu(), setting=setting,
+        description=f"{folder} ({dataset.name}, {m.name} n={m.n}, seed {config.seed})")
+
+
+# ----------------------------------------------------------------------------------------------------- flagged
+def flagged_indices(flagged, n: int) -> torch.Tensor:
+    """Sorted int64 CPU indices from integer indices or a boolean mask of length ``n``. Refused, each with a
+    message saying what was expected: floats, duplicates, an empty set, indices outside [0, n - 1], a mask of
+    another length, more than one dimension."""
+    flagged = torch.as_tensor(np.asarray(flagged) if not isinstance(flagged, torch.Tensor) else flagged).cpu()
+    if flagged.dim() > 1:
+        raise ValueError(f"flagged: expected a 1-D set of indices or a boolean mask, got shape {tuple(flagged.shape)}")
+    flagged = flagged.reshape(-1)
+    if flagged.dtype == torch.bool:
+        if len(flagged) != n:
+            raise ValueError(f"flagged: a boolean mask of length {n} (one entry per training sample) is expected, "
+                             f"got one of length {len(flagged)}")
+        flagged = torch.nonzero(flagged).flatten()
+    elif len(flagged) and (flagged.is_floating_point() or flagged.is_complex()):
+        raise ValueError(f"flagged: expected integer indices or a boolean mask, got dtype {flagged.dtype}")
+    if len(flagged) == 0:
+        raise ValueError("flagged: the set is empty; expected at least one index of a sample found to be bad")
+    flagged = flagged.to(torch.int64)
+    unique, counts = flagged.unique(return_counts=True)
+    if bool((counts > 1).any()):
+        repeated = unique[counts > 1]
+        raise ValueError(f"flagged: {len(repeated)} index(es) appear more than once (e.g. "
+                         f"{repeated[:5].tolist()}); expected each sample once")
+    if int(unique.min()) < 0 or int(unique.max()) >= n:
+        outside = unique[(unique < 0) | (unique >= n)]
+        raise ValueError(f"flagged: expected indices in [0, {n - 1}] ({n} training samples), got "
+                         f"{len(outside)} outside it (e.g. {outside[:5].tolist()})")
+    return unique
+
+
+def read_flagged(path: str | Path) -> list[int]:
+    """Indices from a text file (one per line; blank lines and ``#`` comments skipped), a CSV file (a column named
+    index, idx or flagged, else the first column; a header is optional) or a JSON file (a list, or an object with
+    an ``indices`` or ``flagged`` list)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"flagged file {path} does not exist")
+    text = path.read_text()
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error})") from error
+        if isinstance(data, dict):
+            data = data.get("indices", data.get("flagged"))
+        if not isinstance(data, list):
+            raise ValueError(f"{path}: expected a JSON list of indices or an object with an 'indices' list")
+        return [_index(v, path, f"entry {i}") for i, v in enumerate(data)]
+    if path.suffix == ".csv":
+        rows = [row for row in csv.reader(text.splitlines()) if row and any(cell.strip() for cell in row)]
+        if not rows:
+            return []
+        header = [cell.strip().lower() for cell in rows[0]]
+        column = next((header.index(n) for n in ("index", "idx", "flagged") if n in header), 0)
+        body = rows[1:] if not _is_int(rows[0][column]) else rows
+        return [_index(row[column], path, f"row {i + 1 + (len(rows) - len(body))}") for i, row in enumerate(body)]
+    values = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.split("#", 1)[0].strip()
+        if line:
+            values.append(_index(line, path, f"line {number}"))
+    return values
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(str(text).strip())
+        return True
+    except ValueError:
+        return False
+
+
+def _index(value, path: Path, where: str) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(f"{path}, {where}: expected an integer index, got {value!r}")
+    try:
+        return int(str(value).strip()) if not isinstance(value, float) else int(value)
+    except ValueError:
+        raise ValueError(f"{path}, {where}: expected an integer index, got {value!r}") from None
+
+
+# ------------------------------------------------------------------------------------------------------- model
+def check_model(model: nn.Module, images: torch.Tensor, num_classes: int, mean, std) -> int:
+    """The model's number of outputs, after checking that its weights are finite and that it maps one training
+    image to one score per class (at least ``num_classes``)."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model: expected a torch.nn.Module classifier, got {type(model).__name__}")
+    bad = [name for name, t in list(model.named_parameters()) + list(model.named_buffers())
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ValueError(f"model: {len(bad)} tensor(s) hold NaN or infinite values (e.g. {bad[:3]}); expected "
+                         f"finite weights (was the model saved after its training diverged?)")
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    x = images[:2].to(device)
+    x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
+    x = (x - torch.tensor(mean, device=device).view(1, -1, 1, 1)) / torch.tensor(std, device=device).view(1, -1, 1, 1)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception as error:  # the user's model: any failure means it does not take these inputs
+        raise ValueError(f"model: it does not accept the training images (a batch of shape {tuple(x.shape)}): "
+                         f"{type(error).__name__}: {error}") from error
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != len(x):
+        raise ValueError(f"model: expected logits of shape [batch, classes] for a batch of {len(x)}, got "
+                         f"{_describe(out)}")
+    if out.shape[1] < num_classes:
+        raise ValueError(f"model: it has {out.shape[1]} outputs but the labels need {num_classes} classes "
+                         f"(labels go up to {num_classes - 1}); expected one output per class")
+    return int(out.shape[1])
+
+
+def load_model(path: str | Path, arch: str, num_classes: int, in_channels: int) -> nn.Module:
+    """A registry model (``arch``) with the weights of ``path``: safetensors, or a PyTorch checkpoint read with
+    ``weights_only=True`` (a state dict, or a dict holding one under ``state_dict`` or ``model``)."""
+    from ..models import create_model
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as error:
+            raise ValueError(f"{path} is not a readable safetensors file: {error}") from error
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # pickle errors come in many types; all mean the same here
+            raise ValueError(
+                f"{path} cannot be read as weights only ({type(error).__name__}: {str(error).splitlines()[0]}). "
+                f"Checkpoints that need to run pickled code on loading are refused, since that code could do "
+                f"anything: save the model's state_dict() (torch.save(model.state_dict(), ...)) or safetensors") \
+                from error
+        if isinstance(state, dict) and not all(isinstance(v, torch.Tensor) for v in state.values()):
+            state = next((state[k] for k in ("state_dict", "model") if isinstance(state.get(k), dict)), state)
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError(f"{path}: expected a state dict (names -> tensors), got {type(state).__name__}")
+    model = create_model(arch, num_classes, in_channels)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ValueError(f"{path} does not fit a {arch} with {num_classes} classes and {in_channels} input "
+                         f"channel(s): {str(error).splitlines()[0]} ... (check --arch and the data)") from error
+    return model
+
+
+def finite(value: float) -> float | None:
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else None

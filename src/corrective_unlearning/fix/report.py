@@ -1,0 +1,201 @@
+"""What ``corrective fix`` writes: the corrected model (safetensors + JSON sidecar), ``record.json`` (the whole
+report), ``report.md`` with PNG figures, and ``flipped.csv`` (every training sample whose prediction changed)."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+from ..records import environment, write_json_atomic  # noqa: E402
+from .core import Correction  # noqa: E402
+
+DPI = 120
+
+
+def write_report(result: Correction, out: str | Path, model_info: dict | None = None) -> Path:
+    """Write everything under ``out``; returns the path of ``report.md``. ``model_info`` (architecture, source
+    file) goes into the model's sidecar so that it can be loaded back."""
+    out = Path(out)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    weights = save_model(result, out / "model.safetensors", model_info or {})
+    report = result.report
+    rows = report["flipped"]["rows"]
+    _write_flips(rows, out / "flipped.csv")
+    record = {**report, "flipped": {k: v for k, v in report["flipped"].items() if k != "rows"},
+              "model": {**(model_info or {}), "weights": weights.name}, "environment": environment()}
+    write_json_atomic(out / "record.json", record)
+    figures = [_accuracy_figure(report, out / "figures" / "accuracy.png"),
+               _per_class_figure(report, out / "figures" / "per-class.png")]
+    if report.get("candidates"):
+        figures.append(_candidates_figure(report, out / "figures" / "candidates.png"))
+    path = out / "report.md"
+    path.write_text(render_markdown(report, [f.relative_to(out) for f in figures]))
+    return path
+
+
+def save_model(result: Correction, path: Path, model_info: dict) -> Path:
+    """The corrected weights as safetensors (written then renamed) and a JSON sidecar beside them."""
+    state = {k: v.detach().contiguous().cpu() for k, v in result.model.state_dict().items()}
+    partial = path.with_name(path.name + ".part")
+    save_file(state, str(partial))
+    os.replace(partial, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    r = result.report
+    write_json_atomic(path.with_suffix(".json"), {
+        **model_info, "weights_sha256": digest, "num_classes": r["num_classes"], "method": r["method"],
+        "hparams": r["hparams"], "corrected_from": r["data"], "flagged": r["flagged"],
+        "deletion_set": r["deletion_set"]})
+    return path
+
+
+def _write_flips(rows: list[dict], path: Path) -> None:
+    columns = ["index", "given_label", "true_label", "before", "after", "flagged"]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[c for c in columns if not rows or c in rows[0]])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _fmt(value, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _accuracy_rows(report: dict) -> list[tuple[str, float | None, float | None]]:
+    b, a = report["before"], report["after"]
+    rows = [("validation accuracy", b["val_acc"], a["val_acc"]),
+            ("flagged samples: agreement with their given labels", b["flagged_acc_given"], a["flagged_acc_given"])]
+    if "flagged_acc_true" in b:
+        rows.append(("flagged samples: accuracy on their true labels", b["flagged_acc_true"], a["flagged_acc_true"]))
+    bench = report.get("benchmark")
+    if bench:
+        names = {"test_acc": "test accuracy (clean images)", "utility_acc": "utility (test data outside D_m)",
+                 "affected_acc": "affected test domain, clean labels (poison: triggered images)",
+                 "affected_nontarget_acc": "triggered test images outside the target class, clean labels",
+                 "manipulated_acc": "all manipulated training samples, clean labels"}
+        rows += [(label, bench["before"].get(key), bench["after"].get(key)) for key, label in names.items()
+                 if key in bench["before"]]
+    return rows
+
+
+def render_markdown(report: dict, figures: list) -> str:
+    lines = [f"# Correction report: {report['method']}", ""]
+    requested = report["requested_method"]
+    lines.append(f"- method: **{report['method']}** {report['hparams']}"
+                 + (" (chosen by `auto`, see below)" if requested == "auto" else ""))
+    lines.append(f"- data: {report['data']}; {report['num_classes']} classes")
+    lines.append(f"- flagged samples: {report['flagged']}; deletion set unlearned: {report['deletion_set']}")
+    if report.get("suspects"):
+        s = report["suspects"]
+        known = (f", of which {s['manipulated_among_added']} really were manipulated"
+                 if "manipulated_among_added" in s else "")
+        lines.append(f"- expansion: {s['added']} suspects added by the `{s['ranking']}` ranking{known}")
+    lines.append(f"- validation: {report['validation']['size']} samples, {report['validation']['source']}")
+    lines.append(f"- time: {report['seconds']:.1f} s" + (" (every candidate of auto)" if requested == "auto" else ""))
+    lines += ["", "## Before and after", "", "| | before | after | change |", "|---|---|---|---|"]
+    for label, before, after in _accuracy_rows(report):
+        change = None if before is None or after is None else after - before
+        lines.append(f"| {label} | {_fmt(before)} | {_fmt(after)} | {'' if change is None else f'{change:+.1f}'} |")
+    flips = report["flipped"]
+    lines += ["", f"Predictions changed on {flips['training_samples']} training samples: {flips['flagged']} flagged, "
+              f"{flips['unflagged']} not flagged (every one in `flipped.csv`).", ""]
+    lines += ["## Per-class validation accuracy", "", "| class | before | after | change |", "|---|---|---|---|"]
+    for c, (before, after) in enumerate(zip(report["before"]["per_class_val_acc"],
+                                            report["after"]["per_class_val_acc"])):
+        change = "" if before is None or after is None else f"{after - before:+.1f}"
+        lines.append(f"| {c} | {_fmt(before)} | {_fmt(after)} | {change} |")
+    if report.get("candidates"):
+        lines += ["", "## How auto chose", "",
+                  f"Every candidate was scored by the paper's rule, the mean of the deletion change on the deletion "
+                  f"set and the validation accuracy, among the candidates whose validation accuracy is at most "
+                  f"{report['max_val_drop']:g} points below the original's "
+                  f"({report['original_scores']['val_acc']:.1f}); no test data is read.", "",
+                  "| method | hyperparameters | validation acc | deletion change | score | within the drop | seconds |"
+                  " chosen |", "|---|---|---|---|---|---|---|---|"]
+        for row in report["candidates"]:
+            if row["status"] != "ok":
+                lines.append(f"| {row['method']} | {row['hparams']} | failed: {row['error'][:80]} | | | | | |")
+                continue
+            m = row["metrics"]
+            lines.append(f"| {row['method']} | {_short(row['hparams'])} | {_fmt(m['val_acc'])} | "
+                         f"{_fmt(m['deletion_change'])} | {_fmt(row['score'])} | "
+                         f"{'yes' if row['guard'] == 'within' and _within(report, m) else 'no'} | "
+                         f"{row['seconds']:.1f} | {'**yes**' if row['chosen'] else ''} |")
+    lines += ["", "## Figures", ""] + [f"![{f.stem}]({f.as_posix()})" for f in figures]
+    return "\n".join(lines) + "\n"
+
+
+def _within(report: dict, metrics: dict) -> bool:
+    return metrics["val_acc"] >= report["original_scores"]["val_acc"] - report["max_val_drop"] - 1e-9
+
+
+def _short(hparams: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in hparams.items() if v is not None)
+
+
+def _accuracy_figure(report: dict, path: Path) -> Path:
+    rows = [r for r in _accuracy_rows(report) if r[1] is not None and r[2] is not None]
+    fig, ax = plt.subplots(figsize=(7, 0.55 * len(rows) + 1.2))
+    y = np.arange(len(rows))
+    ax.barh(y - 0.2, [r[1] for r in rows], height=0.4, label="before", color="tab:gray")
+    ax.barh(y + 0.2, [r[2] for r in rows], height=0.4, label="after", color="tab:blue")
+    ax.set_yticks(y, [r[0] for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("accuracy (%)")
+    ax.set_title(f"before and after {report['method']}")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def _per_class_figure(report: dict, path: Path) -> Path:
+    before = [np.nan if v is None else v for v in report["before"]["per_class_val_acc"]]
+    after = [np.nan if v is None else v for v in report["after"]["per_class_val_acc"]]
+    fig, ax = plt.subplots(figsize=(max(5, 0.45 * len(before) + 1.5), 3))
+    x = np.arange(len(before))
+    ax.bar(x - 0.2, before, width=0.4, label="before", color="tab:gray")
+    ax.bar(x + 0.2, after, width=0.4, label="after", color="tab:blue")
+    ax.set_xticks(x, [str(c) for c in x], fontsize=8 if len(x) <= 20 else 5)
+    ax.set_xlabel("class")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8)
+    ax.set_title("per-class validation accuracy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def _candidates_figure(report: dict, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ok = [r for r in report["candidates"] if r["status"] == "ok"]
+    for name in dict.fromkeys(r["method"] for r in ok):
+        rows = [r for r in ok if r["method"] == name]
+        ax.scatter([r["metrics"]["deletion_change"] for r in rows], [r["metrics"]["val_acc"] for r in rows],
+                   label=name, s=30)
+    chosen = next(r for r in ok if r["chosen"])
+    ax.scatter([chosen["metrics"]["deletion_change"]], [chosen["metrics"]["val_acc"]], s=160, facecolors="none",
+               edgecolors="black", label="chosen")
+    original = report["original_scores"]
+    ax.scatter([original["deletion_change"]], [original["val_acc"]], marker="x", color="black", label="original")
+    ax.axhline(original["val_acc"] - report["max_val_drop"], color="black", linestyle=":", linewidth=1,
+               label=f"{report['max_val_drop']:g} points below the original")
+    ax.set_xlabel("deletion change on the deletion set (%)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title("auto: every candidate (no test data)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
