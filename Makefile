@@ -1,5 +1,6 @@
-# The README's two commands: `make demo` (set up, train a poisoned Fashion-MNIST model on CPU, show the attack)
-# and `make test` (set up, run the test suite). Both create .venv when missing.
+# The README's two commands: `make demo` (set up, train a poisoned Fashion-MNIST model on CPU, show the attack,
+# flag 10% of the poisons and correct the model with `corrective fix`) and `make test` (set up, run the test
+# suite). Both create .venv when missing.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -27,8 +28,12 @@ data:
 	  echo "corrective command to fetch it into ~/.cache/corrective-unlearning/data"; exit 1; \
 	fi
 
+DEMO_RUN := runs/train-fashion-mnist-small_cnn-poison-n600-seed0
+
 demo: setup data
-	$(BIN)/corrective train --config configs/demo.yaml
+	$(BIN)/corrective train --config configs/demo.yaml --flag 0.1
+	$(BIN)/corrective fix --model $(DEMO_RUN)/model.safetensors --data $(DEMO_RUN) --flagged $(DEMO_RUN)/flagged.txt \
+	  --method auto --hparams '{rem: {steps: 300}}' --out runs/demo-fixed
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -313,3 +313,14 @@ def test_correct_keeps_the_users_memory_layout(synthetic):
     fixed, _ = correct(model, (synthetic.train_images, synthetic.train_labels), torch.arange(10), method="cf",
                        hparams={"steps": 3}, recipe=Recipe(steps=10, batch_size=32), device="cpu")
     assert fixed.conv.weight.is_contiguous()
+
+
+def test_correct_reports_what_ssd_did(synthetic):
+    model = create_model("small_cnn", synthetic.num_classes, synthetic.in_channels)
+    args = (model, (synthetic.train_images, synthetic.train_labels), torch.arange(32))
+    notes = {alpha: correct(*args, method="ssd", hparams={"alpha": alpha, "batch_size": 16}, device="cpu")
+             .report["method_notes"] for alpha in (0.0, 1e30)}
+    total = sum(p.numel() for p in model.parameters())
+    # alpha 0 selects every weight that S_f moves at all; 1e30 only those the data never moves (I_D == 0).
+    assert total >= notes[0.0]["dampened_weights"] > notes[1e30]["dampened_weights"] >= 0
+    assert notes[0.0]["importance_ratio"] == pytest.approx(notes[1e30]["importance_ratio"])

@@ -64,7 +64,9 @@ def run_auto(task: Task, scores: Callable[[nn.Module], dict], original_scores: d
             models.append(None)
             continue
         rows.append({"method": name, "hparams": METHODS.get(name).resolve(hparams), "status": "ok",
-                     "seconds": clock.seconds, "metrics": scores(model), "setting_index": index,
+                     "seconds": clock.seconds, "shared_seconds": sum(task.shared_paid.values()),
+                     "shared_reused": [str(key) for key in task.shared_reused],
+                     "metrics": scores(model), "setting_index": index,
                      "method_notes": copy.deepcopy(dict(task.notes))})
         models.append(model.cpu())
     if not any(row["status"] == "ok" for row in rows):

@@ -127,9 +127,19 @@ def render_markdown(report: dict, figures: list) -> str:
             lines.append(f"| {row['method']} | {_short(row['hparams'])} | {_fmt(m['val_acc'])} | "
                          f"{_fmt(m['deletion_change'])} | {_fmt(row['score'])} | "
                          f"{'yes' if row['guard'] == 'within' and _within(report, m) else 'no'} | "
-                         f"{row['seconds']:.1f} | {'**yes**' if row['chosen'] else ''} |")
+                         f"{_seconds(row)} | {'**yes**' if row['chosen'] else ''} |")
     lines += ["", "## Figures", ""] + [f"![{f.stem}]({f.as_posix()})" for f in figures]
     return "\n".join(lines) + "\n"
+
+
+def _seconds(row: dict) -> str:
+    """A candidate's time; work shared within a method (SSD's importances) is paid by the first setting."""
+    text = f"{row['seconds']:.1f}"
+    if row.get("shared_seconds"):
+        text += f" (incl. {row['shared_seconds']:.1f} shared)"
+    elif row.get("shared_reused"):
+        text += " (reuses shared work)"
+    return text
 
 
 def _within(report: dict, metrics: dict) -> bool:
@@ -142,7 +152,7 @@ def _short(hparams: dict) -> str:
 
 def _accuracy_figure(report: dict, path: Path) -> Path:
     rows = [r for r in _accuracy_rows(report) if r[1] is not None and r[2] is not None]
-    fig, ax = plt.subplots(figsize=(7, 0.55 * len(rows) + 1.2))
+    fig, ax = plt.subplots(figsize=(9.5, 0.55 * len(rows) + 1.2))
     y = np.arange(len(rows))
     ax.barh(y - 0.2, [r[1] for r in rows], height=0.4, label="before", color="tab:gray")
     ax.barh(y + 0.2, [r[2] for r in rows], height=0.4, label="after", color="tab:blue")
@@ -151,7 +161,7 @@ def _accuracy_figure(report: dict, path: Path) -> Path:
     ax.set_xlim(0, 100)
     ax.set_xlabel("accuracy (%)")
     ax.set_title(f"before and after {report['method']}")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
