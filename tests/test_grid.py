@@ -164,7 +164,7 @@ def test_an_empty_deletion_set_is_refused_before_any_work(tmp_path):
 
 
 def test_a_failing_original_fails_its_own_cells_and_the_grid_goes_on(tmp_path, monkeypatch):
-    from corrective_unlearning import grid
+    from corrective_unlearning.runner import cells as grid
     from corrective_unlearning.training import DivergenceError
 
     real = grid.train_original

@@ -213,7 +213,7 @@ def test_tow_null_trains_no_reference_and_writes_no_tow(tmp_path, monkeypatch, i
 
     monkeypatch.setattr(references_module, "train_retrained", refuse)
     monkeypatch.setattr(references_module, "train_clean_oracle", refuse)
-    monkeypatch.setattr("corrective_unlearning.grid.train_clean_oracle", refuse)
+    monkeypatch.setattr("corrective_unlearning.runner.cells.train_clean_oracle", refuse)
     config = _config(tmp_path, tow=None)
     assert config.tow is None and config.tow_options() is None
     records = run_grid(config, tmp_path / "out", progress=False)

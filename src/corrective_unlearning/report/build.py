@@ -26,7 +26,8 @@ from typing import TextIO
 import numpy as np
 
 from ..config import read_yaml
-from ..grid import ORIGINAL, GridConfig, load_records
+from ..runner.spec import ORIGINAL, GridConfig
+from ..runner.store import load_records
 from ..methods import METHODS, hparams_key
 from ..selection import (DEFAULT_MAX_VAL_DROP, FALLBACK, NO_REFERENCE, NoValidationDataError, group_key,
                          manipulation_variant, mark_selection)

@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # files only: never needs a display, safe on headless mac
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..grid import ORIGINAL  # noqa: E402
+from ..runner.spec import ORIGINAL  # noqa: E402
 
 DPI = 120
 PANEL_WIDTH = 4.2  # inches

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..grid import ORIGINAL
+from ..runner.spec import ORIGINAL
 from ..selection import manipulation_variant
 from .figures import plot_heatmaps
 
