@@ -11,6 +11,7 @@ with the error).
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Callable, Protocol
@@ -45,20 +46,28 @@ def create_executor(name: str, config: GridConfig, out: str | Path, workers: int
 
 
 class Attempts:
-    """The retry bookkeeping every executor shares: after a worker dies with a unit, the unit's cells without a
-    record written in this run go back to the queue, up to ``retries`` times; then they are recorded as failed."""
+    """The retry bookkeeping every executor shares. :meth:`record` passes each record on to ``on_record``. After a
+    worker dies with a unit, the records it wrote before dying are passed on, and the unit's cells without a record
+    written in this run go back to the queue, up to ``retries`` times; then they are recorded as failed."""
 
-    def __init__(self, out: str | Path, retries: int) -> None:
+    def __init__(self, out: str | Path, retries: int, on_record: Callable[[dict], None]) -> None:
         self.store, self.retries, self.started = ResultStore(out), retries, time.time()
+        self.on_record = on_record
         self.tries: dict[str, int] = {}
+        self.reported: set[str] = set()
 
-    def unfinished(self, unit: list[Cell]) -> list[Cell]:
-        """The cells of ``unit`` that have no record written since this run started."""
-        return [c for c in unit if not self.store.written_since(c, self.started)]
+    def record(self, record: dict) -> None:
+        self.reported.add(record["cell"])
+        self.on_record(record)
 
-    def lost(self, unit: list[Cell], error: str, on_record: Callable[[dict], None]) -> list[Cell] | None:
+    def lost(self, unit: list[Cell], error: str) -> list[Cell] | None:
         """A worker died running ``unit``: the cells to resubmit, or None when they were recorded as failed."""
-        left = self.unfinished(unit)
+        left = []
+        for cell in unit:
+            if not self.store.written_since(cell, self.started):
+                left.append(cell)
+            elif cell.id not in self.reported:  # written by the worker before it died, never reported
+                self.record(json.loads(self.store.path(cell).read_text()))
         if not left:
             return None
         key = left[0].deletion_set_id
@@ -69,8 +78,8 @@ class Attempts:
         from ..cells import _cell_fields
 
         for cell in left:
-            record = {**_cell_fields(cell), "status": "failed", "started": time.time(), "error": f"worker died {self.tries[key]} time(s) "
-                      f"running this cell's unit; last: {error}", "attempts": self.tries[key]}
+            record = {**_cell_fields(cell), "status": "failed", "started": time.time(), "attempts": self.tries[key],
+                      "error": f"worker died {self.tries[key]} time(s) running this cell's unit; last: {error}"}
             self.store.write(cell, record)
-            on_record(record)
+            self.record(record)
         return None

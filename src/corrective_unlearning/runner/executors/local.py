@@ -1,11 +1,13 @@
 """The embedded default: units run in this process (CPU, or one GPU), or in one long-lived worker process per
-visible GPU (or per ``workers`` slot), each keeping its data and compiled models warm across units."""
+visible GPU (or per ``workers`` slot), each keeping its data and compiled models warm across units. A worker process
+that dies loses only the unit it held: its cells without a record are resubmitted (``retries``), the other workers
+go on."""
 from __future__ import annotations
 
 import multiprocessing
 import os
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+import traceback
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Callable
 
@@ -38,43 +40,81 @@ class LocalExecutor:
         self._run_processes(units, on_record)
 
     def _run_processes(self, units: list[list[Cell]], on_record: Callable[[dict], None]) -> None:
-        """One process per device; a unit is submitted only when a process is free, so a process that dies costs
-        only the unit it held (a broken pool fails every future in flight: those units are retried)."""
-        attempts, queue = Attempts(self.out, self.retries), list(units)
+        attempts, queue = Attempts(self.out, self.retries, on_record), list(units)
         context = multiprocessing.get_context("spawn")  # CUDA cannot be forked; a fresh interpreter per worker
-        while queue:
-            counter = context.Value("i", 0)
-            with ProcessPoolExecutor(len(self.devices), mp_context=context, initializer=_start_worker,
-                                     initargs=(self.config, str(self.out), self.devices, counter)) as pool:
-                running: dict[Future, list[Cell]] = {}
-                try:
-                    while queue or running:
-                        while queue and len(running) < len(self.devices):
-                            unit = queue.pop(0)
-                            running[pool.submit(_run_unit, unit)] = unit
-                        finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                        for future in finished:
-                            unit = running.pop(future)
-                            for record in future.result():
-                                on_record(record)
-                except BrokenProcessPool as error:  # a worker died: its pool is gone, the units it held go back
-                    for future, unit in running.items():
-                        left = attempts.lost(unit, f"worker process died ({error})", on_record)
+        idle: list[_Process] = []
+        busy: dict[_Process, list[Cell]] = {}
+        started = 0
+        try:
+            for _ in range(min(len(self.devices), len(queue))):
+                idle.append(_Process(context, self.config, self.out, started, self.devices[started]))
+                started += 1
+            while queue or busy:
+                while queue and idle:
+                    process = idle.pop()
+                    busy[process] = queue.pop(0)
+                    process.conn.send(busy[process])
+                ready = wait([p.conn for p in busy] + [p.process.sentinel for p in busy])
+                for process in [p for p in busy if p.conn in ready or p.process.sentinel in ready]:
+                    try:
+                        while process.conn.poll():
+                            kind, payload = process.conn.recv()
+                            if kind == "record":
+                                attempts.record(payload)
+                            elif kind == "error":
+                                raise RuntimeError(f"worker {process.name} failed outside a cell:\n{payload}")
+                            else:  # "done": the unit is finished
+                                busy.pop(process)
+                                idle.append(process)
+                                break
+                    except (EOFError, OSError):
+                        pass
+                    if process in busy and not process.process.is_alive():  # it died holding a unit
+                        process.process.join()
+                        unit = busy.pop(process)
+                        left = attempts.lost(unit, f"worker process {process.name} died (exit code "
+                                                   f"{process.process.exitcode})")
                         if left:
                             queue.insert(0, left)
+                        if queue:
+                            device = self.devices[started % len(self.devices)]
+                            idle.append(_Process(context, self.config, self.out, started, device))
+                            started += 1
+        finally:
+            for process in idle + list(busy):
+                process.stop()
 
 
-_WORKER: Worker | None = None
+class _Process:
+    """One long-lived worker process, fed units through a pipe; it answers with each record, then "done"."""
+
+    def __init__(self, context, config: GridConfig, out: Path, index: int, device: str | None) -> None:
+        self.name = f"local-{index}"
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_serve, args=(child, config, str(out), self.name, device),
+                                       name=f"corrective-{self.name}", daemon=True)
+        self.process.start()
+        child.close()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except (OSError, BrokenPipeError):
+            pass
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()
 
 
-def _start_worker(config: GridConfig, out: str, devices: list, counter) -> None:
-    global _WORKER
-    with counter.get_lock():
-        index = counter.value
-        counter.value += 1
+def _serve(conn: Connection, config: GridConfig, out: str, name: str, device: str | None) -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    _WORKER = Worker(config, out, f"local-{index}", devices[index % len(devices)])
+    try:
+        worker = Worker(config, out, name, device)
+        while (unit := conn.recv()) is not None:
+            worker.run_unit(unit, lambda record: conn.send(("record", record)))
+            conn.send(("done", None))
+    except (EOFError, KeyboardInterrupt):
+        pass
+    except Exception:  # not a cell's failure (those are records): e.g. the dataset cannot be loaded
+        conn.send(("error", traceback.format_exc()))
 
-
-def _run_unit(cells: list[Cell]) -> list[dict]:
-    return _WORKER.run_unit(cells)

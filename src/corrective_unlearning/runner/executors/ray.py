@@ -79,7 +79,7 @@ class RayExecutor:
             spawned += 1
             return actor_class.remote(self.config, str(self.out), f"ray-{spawned - 1}", env)
 
-        attempts, queue = Attempts(self.out, self.retries), list(units)
+        attempts, queue = Attempts(self.out, self.retries, on_record), list(units)
         idle = [new_actor() for _ in range(min(count, len(queue)))]
         running: dict = {}  # object ref -> (actor, unit)
         while queue or running:
@@ -91,14 +91,14 @@ class RayExecutor:
             try:
                 records = ray.get(ref)
             except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as error:
-                left = attempts.lost(unit, f"{type(error).__name__}: {str(error).splitlines()[0]}", on_record)
+                left = attempts.lost(unit, f"{type(error).__name__}: {str(error).splitlines()[0]}")
                 if left:
                     queue.insert(0, left)
                 if queue:
                     idle.append(new_actor())  # the dead actor's replacement
                 continue
             for record in records:
-                on_record(record)
+                attempts.record(record)
             idle.append(actor)
         for actor in idle:
             ray.kill(actor)
