@@ -268,6 +268,7 @@ class Worker:
         self._progress(cells, cells[0])
         held = self._original(cells[0])
         for cell, record in self._records(cells, held):
+            record["worker"] = self.name  # provenance, and what benchmarks/executors.py measures gaps by
             self.store.write(cell, record)
             self._progress(cells, None, done=cell)
             yield record
