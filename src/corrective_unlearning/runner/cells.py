@@ -270,7 +270,7 @@ class Worker:
         for cell, record in self._records(cells, held):
             record["worker"] = self.name  # provenance, and what benchmarks/executors.py measures gaps by
             self.store.write(cell, record)
-            self._progress(cells, None, done=cell)
+            self._progress(cells, None)
             yield record
         self._progress([], None)
 
@@ -342,7 +342,7 @@ class Worker:
         self._held = (key, held)
         return held
 
-    def _progress(self, unit: list[Cell], running: Cell | None, done: Cell | None = None) -> None:
+    def _progress(self, unit: list[Cell], running: Cell | None) -> None:
         """``<out>/progress/<worker>.json``: the unit this worker holds and the cell it is running, for
         ``corrective status`` (cells of the unit without a record are waiting on this worker)."""
         write_json_atomic(self.out / "progress" / f"{self.name}.json", {
