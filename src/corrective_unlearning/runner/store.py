@@ -122,11 +122,12 @@ def clear_progress(out: str | Path) -> None:
     shutil.rmtree(Path(out) / "progress", ignore_errors=True)
 
 
-def _driver_alive(run: dict) -> bool:
-    """The run that wrote the progress files is still going: its driver process exists (same host), or its
-    progress was touched in the last hour (a driver on another host)."""
+def _driver_alive(run: dict, progress: Path) -> bool:
+    """The run that wrote the progress files is still going: its driver process exists (same host), or, for a
+    driver on another host, a worker touched its progress file in the last hour."""
     import os
     import socket
+    import time
 
     if run.get("host") == socket.gethostname():
         try:
@@ -134,7 +135,8 @@ def _driver_alive(run: dict) -> bool:
         except (OSError, KeyError, ValueError, TypeError):
             return False
         return True
-    return False
+    touched = [path.stat().st_mtime for path in progress.glob("*.json")]
+    return bool(touched) and time.time() - max(touched) < 3600
 
 
 def _read_json(path: Path) -> dict | None:
@@ -160,7 +162,7 @@ def grid_status(out: str | Path) -> dict:
             records[path.stem] = record
             method_of.setdefault(path.stem, record.get("method", "?"))
     run = _read_json(out / "progress" / "run.json")
-    live = run is not None and _driver_alive(run)
+    live = run is not None and _driver_alive(run, out / "progress")
     held, workers = set(), 0
     if live:
         for path in (out / "progress").glob("*.json"):
