@@ -226,3 +226,9 @@ def test_a_dead_ray_actor_is_replaced_and_its_cells_retried(tmp_path, ray_instan
     assert (tmp_path / "crashed").exists()
     assert len(records) == 7 and all(r["status"] == "ok" for r in records)
     _assert_one_ok_record_per_cell(tmp_path / "out", _config(tmp_path, seeds=[0]))
+
+
+def test_grid_module_still_reexports_the_runner():
+    from corrective_unlearning import grid, runner
+
+    assert grid.run_grid is runner.run_grid and grid.make_task is runner.make_task and grid.Cell is runner.Cell

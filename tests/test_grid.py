@@ -15,7 +15,7 @@ import yaml
 
 from corrective_unlearning.config import ConfigError
 from corrective_unlearning.experiment import build_setting
-from corrective_unlearning.grid import deletion_set, expand_cells, load_grid_config, load_records, run_grid
+from corrective_unlearning.runner import deletion_set, expand_cells, load_grid_config, load_records, run_grid
 
 GRID = {
     "dataset": {"name": "synthetic", "val_size": 16},

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from corrective_unlearning.grid import expand_cells, load_grid_config
+from corrective_unlearning.runner import expand_cells, load_grid_config
 from corrective_unlearning.manipulations import MANIPULATIONS
 from corrective_unlearning.report.build import build_report
 

@@ -15,7 +15,7 @@ from corrective_unlearning.cache import cache_key
 from corrective_unlearning.config import ConfigError
 from corrective_unlearning.evaluation.tow import retain_sample, tug_of_war
 from corrective_unlearning.experiment import build_setting, original_spec, train_original
-from corrective_unlearning.grid import load_grid_config, load_records, run_grid
+from corrective_unlearning.runner import load_grid_config, load_records, run_grid
 from corrective_unlearning.references import clean_oracle_spec, tow_metrics, train_clean_oracle
 from corrective_unlearning.report.build import build_report
 
