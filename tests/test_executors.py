@@ -232,3 +232,15 @@ def test_grid_module_still_reexports_the_runner():
     from corrective_unlearning import grid, runner
 
     assert grid.run_grid is runner.run_grid and grid.make_task is runner.make_task and grid.Cell is runner.Cell
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_a_worker_that_cannot_start_stops_the_run_with_the_reason(tmp_path, executor, request):
+    if executor == "ray":
+        request.getfixturevalue("ray_instance")
+    config = load_grid_config(str(_config(tmp_path, dataset={"name": "cifar10", "data_dir": str(tmp_path / "none")},
+                                          seeds=[0])), [])
+    with pytest.raises(RuntimeError, match="could not start|failed outside a cell") as caught:
+        run_grid(config, tmp_path / "out", progress=False, executor=executor, workers=2)
+    assert "DataNotFoundError" in str(caught.value) and "cifar-10-batches-py" in str(caught.value)
+    assert not list((tmp_path / "out" / "records").glob("*.json"))

@@ -29,8 +29,16 @@ class _Actor:
         import torch
 
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-        self.worker = Worker(config, out, name, "cuda" if torch.cuda.is_available() and config.device != "cpu"
-                             else None)
+        self.error = ""
+        try:
+            self.worker = Worker(config, out, name, "cuda" if torch.cuda.is_available() and config.device != "cpu"
+                                 else None)
+        except Exception as error:  # a setup error (data not found, ...): the run stops with it, no retries
+            self.error = f"{type(error).__name__}: {error}"
+
+    def ready(self) -> str:
+        """"" when the worker is up, else why it could not start."""
+        return self.error
 
     def run_unit(self, cells: list[Cell]) -> list[dict]:
         return self.worker.run_unit(cells)
@@ -74,13 +82,18 @@ class RayExecutor:
         env.setdefault("OMP_NUM_THREADS", "1")
         spawned = 0
 
-        def new_actor():
+        def new_actors(how_many: int) -> list:
             nonlocal spawned
-            spawned += 1
-            return actor_class.remote(self.config, str(self.out), f"ray-{spawned - 1}", env)
+            actors = [actor_class.remote(self.config, str(self.out), f"ray-{spawned + i}", env)
+                      for i in range(how_many)]
+            spawned += how_many
+            errors = [e for e in ray.get([a.ready.remote() for a in actors]) if e]
+            if errors:
+                raise RuntimeError(f"a Ray worker could not start: {errors[0]}")
+            return actors
 
         attempts, queue = Attempts(self.out, self.retries, on_record), list(units)
-        idle = [new_actor() for _ in range(min(count, len(queue)))]
+        idle = new_actors(min(count, len(queue)))
         running: dict = {}  # object ref -> (actor, unit)
         while queue or running:
             while queue and idle:
@@ -91,14 +104,21 @@ class RayExecutor:
             try:
                 records = ray.get(ref)
             except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as error:
-                left = attempts.lost(unit, f"{type(error).__name__}: {str(error).splitlines()[0]}")
+                left = attempts.lost(unit, _brief(error))
                 if left:
                     queue.insert(0, left)
                 if queue:
-                    idle.append(new_actor())  # the dead actor's replacement
+                    idle += new_actors(1)  # the dead actor's replacement
                 continue
             for record in records:
                 attempts.record(record)
             idle.append(actor)
         for actor in idle:
             ray.kill(actor)
+
+
+def _brief(error: Exception) -> str:
+    """An actor's death in one line or two: Ray's summary, and the last line of the cause's traceback (e.g. the
+    exception that killed the actor's constructor) when there is one."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()] or [""]
+    return f"{type(error).__name__}: " + (lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}")
