@@ -175,14 +175,14 @@ def _kill_midway(command: list[str], out: Path, env: dict, at_least: int) -> int
     return count
 
 
-@pytest.mark.parametrize("executor", ["local", "ray"])
-def test_killed_grid_resumes_with_exactly_one_record_per_cell(tmp_path, executor):
+@pytest.mark.parametrize("executor, workers", [("local", 1), ("local", 2), ("ray", 2)])
+def test_killed_grid_resumes_with_exactly_one_record_per_cell(tmp_path, executor, workers):
     if executor == "ray":
         pytest.importorskip("ray")
     config_path = _config(tmp_path, rates=[0.25, 0.5, 0.75, 1.0])
     out = tmp_path / "out"
     command = [sys.executable, "-m", "corrective_unlearning", "run", str(config_path), "--out", str(out), "--quiet",
-               "--executor", executor]
+               "--executor", executor, "--workers", str(workers)]
     env = _env(**({"RAY_ADDRESS": ""} if executor == "ray" else {}))
     total = len(expand_cells(load_grid_config(str(config_path), [])))
     done_before = _kill_midway(command, out, env, 3)
