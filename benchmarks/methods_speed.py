@@ -16,7 +16,7 @@ import dataclasses
 
 from corrective_unlearning.data import DataNotFoundError, load_dataset
 from corrective_unlearning.experiment import build_setting, evaluate, train_original
-from corrective_unlearning.grid import deletion_set, make_task
+from corrective_unlearning.runner import deletion_set, make_task
 from corrective_unlearning.methods import METHODS, expand_grid
 from corrective_unlearning.runtime import Runtime, Stopwatch
 from corrective_unlearning.training import DEFAULT_MODELS, default_recipe

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from corrective_unlearning.experiment import build_setting
-from corrective_unlearning.grid import make_task
+from corrective_unlearning.runner import make_task
 from corrective_unlearning.methods import METHODS
 from corrective_unlearning.methods.bad_teacher import bad_teacher_loss
 from corrective_unlearning.methods.common import kl_to_teacher

@@ -7,7 +7,7 @@ import yaml
 from corrective_unlearning.cli import main
 from corrective_unlearning.config import ConfigError, TrainConfig, default_val_size, from_dict
 from corrective_unlearning.experiment import build_setting
-from corrective_unlearning.grid import load_grid_config
+from corrective_unlearning.runner import load_grid_config
 from corrective_unlearning.manipulations import check_params
 from corrective_unlearning.methods import METHODS
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from corrective_unlearning.config import TrainConfig, from_dict, read_yaml
-from corrective_unlearning.grid import expand_cells, load_grid_config
+from corrective_unlearning.runner import expand_cells, load_grid_config
 from corrective_unlearning.manipulations import MANIPULATIONS
 from corrective_unlearning.models import MODELS
 

@@ -15,7 +15,7 @@ import yaml
 
 from corrective_unlearning.config import ConfigError
 from corrective_unlearning.experiment import build_setting
-from corrective_unlearning.grid import deletion_set, expand_cells, load_grid_config, load_records, run_grid
+from corrective_unlearning.runner import deletion_set, expand_cells, load_grid_config, load_records, run_grid
 
 GRID = {
     "dataset": {"name": "synthetic", "val_size": 16},
@@ -164,7 +164,7 @@ def test_an_empty_deletion_set_is_refused_before_any_work(tmp_path):
 
 
 def test_a_failing_original_fails_its_own_cells_and_the_grid_goes_on(tmp_path, monkeypatch):
-    from corrective_unlearning import grid
+    from corrective_unlearning.runner import cells as grid
     from corrective_unlearning.training import DivergenceError
 
     real = grid.train_original

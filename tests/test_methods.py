@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from corrective_unlearning.experiment import build_setting, train_original
-from corrective_unlearning.grid import deletion_set, make_task
+from corrective_unlearning.runner import deletion_set, make_task
 from corrective_unlearning.methods import METHODS, Task, expand_grid, ssd
 from corrective_unlearning.methods.common import kl_to_teacher
 from corrective_unlearning.methods.ssd import dampen, importance_ratio, importances

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from corrective_unlearning.experiment import build_setting, train_original
-from corrective_unlearning.grid import deletion_set, load_grid_config, make_task, run_grid
+from corrective_unlearning.runner import deletion_set, load_grid_config, make_task, run_grid
 from corrective_unlearning.methods import METHODS, potion, ssd
 from corrective_unlearning.training import Recipe
 

@@ -9,7 +9,7 @@ import yaml
 
 from corrective_unlearning.capacity import widen
 from corrective_unlearning.experiment import build_setting, train_original
-from corrective_unlearning.grid import deletion_set, load_grid_config, make_task, run_grid
+from corrective_unlearning.runner import deletion_set, load_grid_config, make_task, run_grid
 from corrective_unlearning.methods import METHODS
 from corrective_unlearning.methods import rem as rem_module
 from corrective_unlearning.models import create_model

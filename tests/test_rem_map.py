@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from corrective_unlearning.grid import expand_cells, load_grid_config
+from corrective_unlearning.runner import expand_cells, load_grid_config
 from corrective_unlearning.manipulations import MANIPULATIONS
 from corrective_unlearning.report.build import build_report
 
@@ -74,17 +74,21 @@ def report(tmp_path_factory):
 
 
 def _map_tables(summary: str, heading: str) -> dict[str, dict[str, list[str]]]:
-    """quantity label -> manipulation -> cells, under ``#### heading`` of the map section."""
+    """quantity label -> manipulation -> cells (the mean of each entry; its std and 95% interval are checked in
+    test_seeds.py), under ``#### heading`` of the map section."""
     part = next(s for s in summary.split("\n## ") if s.startswith("Regularity x discovery map"))
     block = part.split(f"#### {heading}\n")[1].split("\n#### ")[0].split("\n### ")[0]
     tables = {}
     for chunk in block.strip().split("\n\n"):
-        if chunk.endswith(":"):
+        if chunk.startswith("_Seeds: "):
+            assert chunk == "_Seeds: 2 seeds per entry: mean ± sample standard deviation [95% confidence interval " \
+                            "of the mean, Student's t, n-1 df]._"
+        elif chunk.endswith(":"):
             label = chunk[:-1]
         elif chunk.startswith("|"):
             rows = [[c.strip() for c in line.strip("|").split("|")] for line in chunk.splitlines()]
             assert rows[0] == ["manipulation", "0%", "50%", "100%"]
-            tables[label] = {row[0]: row[1:] for row in rows[2:]}
+            tables[label] = {row[0]: [c.split(" ± ")[0] for c in row[1:]] for row in rows[2:]}
     return tables
 
 

@@ -102,10 +102,11 @@ def _csv(paths) -> tuple[list[str], list[dict]]:
 
 
 def _table(summary: str, section: str, heading: str) -> dict[str, list[str]]:
-    """method -> cells of the Markdown table under ``### heading`` in the ``## section...`` section."""
+    """method -> cells of the Markdown table under ``### heading`` in the ``## section...`` section, each as
+    ``mean ± std`` (the 95% interval after it is checked in test_seeds.py)."""
     part = next(s for s in summary.split("\n## ") if s.startswith(section))
     block = part.split(f"### {heading}\n")[1].strip().split("\n\n")[0]
-    rows = [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines()]
+    rows = [[c.strip().split(" [")[0] for c in line.strip("|").split("|")] for line in block.splitlines()]
     return {row[0]: row[1:] for row in rows[2:]}
 
 

@@ -7,7 +7,7 @@ import torch
 
 from corrective_unlearning.capacity import WideModel, restricted_model, trained_spare
 from corrective_unlearning.experiment import build_setting, train_original
-from corrective_unlearning.grid import deletion_set, make_task
+from corrective_unlearning.runner import deletion_set, make_task
 from corrective_unlearning.methods import METHODS
 from corrective_unlearning.methods import rem as rem_module
 from corrective_unlearning.models import create_model

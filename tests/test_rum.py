@@ -12,7 +12,7 @@ import yaml
 from corrective_unlearning import correct
 from corrective_unlearning.config import ConfigError
 from corrective_unlearning.experiment import build_setting, train_original
-from corrective_unlearning.grid import deletion_set, expand_cells, load_grid_config, make_task, run_grid
+from corrective_unlearning.runner import deletion_set, expand_cells, load_grid_config, make_task, run_grid
 from corrective_unlearning.methods import METHODS, Method, rum
 from corrective_unlearning.models import create_model
 from corrective_unlearning.proxies import entanglement_score

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from corrective_unlearning.experiment import build_setting, train_original
-from corrective_unlearning.grid import deletion_set, make_task
+from corrective_unlearning.runner import deletion_set, make_task
 from corrective_unlearning.methods import METHODS
 from corrective_unlearning.methods.scrub import bench_plan, original_plan
 from corrective_unlearning.training import Recipe

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from corrective_unlearning.experiment import build_setting, train_original
-from corrective_unlearning.grid import deletion_set, make_task
+from corrective_unlearning.runner import deletion_set, make_task
 from corrective_unlearning.methods import METHODS
 from corrective_unlearning.methods.ssd import importance, importance_pool
 from corrective_unlearning.training import Recipe

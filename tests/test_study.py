@@ -16,7 +16,7 @@ from corrective_unlearning import forget_sets as fs
 from corrective_unlearning import proxies
 from corrective_unlearning.config import ConfigError
 from corrective_unlearning.experiment import build_setting
-from corrective_unlearning.grid import Cell, expand_cells, load_grid_config, load_records, run_grid
+from corrective_unlearning.runner import Cell, expand_cells, load_grid_config, load_records, run_grid
 from corrective_unlearning.manipulations import manipulate
 from corrective_unlearning.methods import hparams_key
 from corrective_unlearning.report.build import build_report, rum_label

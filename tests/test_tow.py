@@ -15,7 +15,7 @@ from corrective_unlearning.cache import cache_key
 from corrective_unlearning.config import ConfigError
 from corrective_unlearning.evaluation.tow import retain_sample, tug_of_war
 from corrective_unlearning.experiment import build_setting, original_spec, train_original
-from corrective_unlearning.grid import load_grid_config, load_records, run_grid
+from corrective_unlearning.runner import load_grid_config, load_records, run_grid
 from corrective_unlearning.references import clean_oracle_spec, tow_metrics, train_clean_oracle
 from corrective_unlearning.report.build import build_report
 
@@ -213,7 +213,7 @@ def test_tow_null_trains_no_reference_and_writes_no_tow(tmp_path, monkeypatch, i
 
     monkeypatch.setattr(references_module, "train_retrained", refuse)
     monkeypatch.setattr(references_module, "train_clean_oracle", refuse)
-    monkeypatch.setattr("corrective_unlearning.grid.train_clean_oracle", refuse)
+    monkeypatch.setattr("corrective_unlearning.runner.cells.train_clean_oracle", refuse)
     config = _config(tmp_path, tow=None)
     assert config.tow is None and config.tow_options() is None
     records = run_grid(config, tmp_path / "out", progress=False)

@@ -12,7 +12,7 @@ import yaml
 
 from corrective_unlearning.evaluation import predict
 from corrective_unlearning.experiment import build_setting, train_original
-from corrective_unlearning.grid import deletion_set, load_grid_config, make_task, run_grid
+from corrective_unlearning.runner import deletion_set, load_grid_config, make_task, run_grid
 from corrective_unlearning.methods import METHODS, expand_grid
 from corrective_unlearning.methods.npo import npo_loss
 from corrective_unlearning.methods.random_label import wrong_labels

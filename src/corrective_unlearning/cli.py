@@ -37,7 +37,7 @@ def cmd_train(args) -> int:
     from .config import to_dict, write_yaml
     from .data import load_dataset
     from .experiment import build_setting, evaluate, train_original
-    from .grid import deletion_set
+    from .runner import deletion_set
     from .records import environment, write_json_atomic
     from .report.tables import format_metrics
     from .runtime import Runtime, Stopwatch
@@ -169,10 +169,11 @@ def cmd_methods(_args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .grid import load_grid_config, projection, run_grid
+    from .runner import load_grid_config, projection, run_grid
 
     config = load_grid_config(args.config, args.overrides)
-    written = run_grid(config, args.out, progress=not args.quiet)
+    written = run_grid(config, args.out, progress=not args.quiet, executor=args.executor, workers=args.workers,
+                       retries=args.retries)
     failed = [r for r in written if r["status"] != "ok"]
     for record in failed:
         print(f"FAILED {record['cell']}: {record['error']}", file=sys.stderr)
@@ -180,6 +181,13 @@ def cmd_run(args) -> int:
         print(projection(config, written))
     print(f"records in {Path(args.out) / 'records'}; next: corrective report {args.out}")
     return 1 if failed else 0
+
+
+def cmd_status(args) -> int:
+    from .runner import format_status, grid_status
+
+    print(format_status(grid_status(args.results)))
+    return 0
 
 
 def cmd_report(args) -> int:
@@ -271,8 +279,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="grid recipe YAML, e.g. configs/paper1/fashion-mnist-poison.yaml")
     run.add_argument("--out", required=True, help="results folder (records/ and config.yaml go there)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--executor", choices=["local", "ray"], default="local",
+                     help="local (default: in this process, or one worker process per visible GPU) | ray (a local "
+                          "Ray instance, or the cluster at $RAY_ADDRESS; pip install corrective-unlearning[ray])")
+    run.add_argument("--workers", type=int, help="worker processes / Ray actors (default: one per GPU; on CPU, one "
+                                                 "in-process worker for local, one per CPU for ray)")
+    run.add_argument("--retries", type=int, default=2, help="times the cells of a worker that died are resubmitted "
+                                                            "before they are recorded as failed (default: 2)")
     run.add_argument("overrides", nargs="*", metavar="key=value")
     run.set_defaults(handler=cmd_run)
+
+    status = sub.add_parser("status", help="done / running / failed / left per method of a results folder, with an "
+                                           "ETA from the measured per-cell times")
+    status.add_argument("results", help="results folder written by 'corrective run' (it may be running)")
+    status.set_defaults(handler=cmd_status)
 
     report = sub.add_parser("report", help="tables (CSV, Parquet, Markdown) and figures from a results folder")
     report.add_argument("results", help="results folder written by 'corrective run'")

@@ -5,6 +5,9 @@ the oracle as an upper bound, and its Table 3) and paper 1's Figures 2-7.
     paths = build_report("results/c10-poison")   # -> {"cells.csv": ..., "summary.md": ..., "figures/...": ...}
     print_summary(paths)
 
+Every entry aggregates over seeds: mean ± sample standard deviation [95% t-interval of the mean], and each table
+says how many seeds it holds (:mod:`.seeds`); ``seeds.csv`` holds the same numbers for every rate-table entry.
+
 Without validation data (``dataset.val_size=0``) no hyperparameters can be selected: the summary says so and shows
 every setting's metrics instead, and ``cells.csv`` leaves the selection flags empty.
 
@@ -26,12 +29,14 @@ from typing import TextIO
 import numpy as np
 
 from ..config import read_yaml
-from ..grid import ORIGINAL, GridConfig, load_records
+from ..runner.spec import ORIGINAL, GridConfig
+from ..runner.store import load_records
 from ..methods import METHODS, hparams_key
 from ..selection import (DEFAULT_MAX_VAL_DROP, FALLBACK, NO_REFERENCE, NoValidationDataError, group_key,
                          manipulation_variant, mark_selection)
 from .figures import Curve, plot_levels, plot_metric
 from .rem_map import rem_map
+from .seeds import format_entry, seed_stats, seeds_note, seeds_phrase
 
 FIXED_COLUMNS = ["cell", "status", "error", "dataset", "model", "manipulation", "manipulation_variant", "n", "seed",
                  "rate", "forget_set", "method", "hparams", "setting_index", "selected", "guarded", "guard", "oracle",
@@ -112,6 +117,8 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None,
     else:
         paths["cells.parquet"] = parquet
     rate_cells = _rate_based(marked)
+    if not no_selection and _has_rate_cells(marked):
+        paths["seeds.csv"] = write_csv(out / "seeds.csv", *seed_table(rate_cells, methods))
     figures = [] if no_selection or not _has_rate_cells(marked) else write_figures(rate_cells, methods,
                                                                                     out / "figures", max_val_drop)
     figures += write_level_figures(marked, methods, out / "figures")
@@ -276,6 +283,28 @@ def seed_values(marked: list[dict], flag: str, metric: str) -> SeedValues:
     return values
 
 
+SEED_COLUMNS = ["dataset", "model", "manipulation_variant", "n", "method", "rate", "rule", "metric", "seeds", "mean",
+                "std", "ci95_low", "ci95_high"]
+
+
+def seed_table(marked: list[dict], methods: list[str]) -> tuple[list[str], list[dict]]:
+    """``seeds.csv``: every entry of the rate tables (each view: metric and rule) as numbers: how many seeds, the
+    mean, the sample standard deviation and the 95% t-interval of the mean (empty when undefined: one seed)."""
+    rows = []
+    for metric, flag, _, _ in VIEWS:
+        values = seed_values(marked, flag, metric)
+        for setting in sorted(values, key=_setting_order):
+            for method in (m for m in methods if m in values[setting]):
+                for rate, found in sorted(values[setting][method].items()):
+                    if not found:
+                        continue
+                    stats = seed_stats(found)
+                    rows.append(dict(zip(SEED_COLUMNS, [*setting, method, rate, flag, metric, stats.n, stats.mean,
+                                                        *(None if np.isnan(v) else v for v in
+                                                          (stats.std, stats.lo, stats.hi))])))
+    return SEED_COLUMNS, rows
+
+
 def _rates(marked: list[dict], setting: Setting) -> list[float]:
     return sorted({r["rate"] for r in marked if _setting(r) == setting and r["method"] != ORIGINAL})
 
@@ -284,22 +313,25 @@ def _curve(by_rate: dict[float, list[float]]) -> Curve | None:
     points = sorted((rate, values) for rate, values in by_rate.items() if values)
     if not points:
         return None
-    return Curve(rates=np.array([rate for rate, _ in points]),
-                 mean=np.array([np.mean(v) for _, v in points]),
-                 lo=np.array([np.min(v) for _, v in points]),
-                 hi=np.array([np.max(v) for _, v in points]))
+    return seed_curve(np.array([rate for rate, _ in points]), [values for _, values in points])
+
+
+def seed_curve(xs: np.ndarray, values: list[list[float]]) -> Curve:
+    """Mean over seeds at each x, with the 95% confidence interval of the mean as its band (NaN: one seed)."""
+    stats = [seed_stats(v) for v in values]
+    return Curve(rates=xs, mean=np.array([s.mean for s in stats]), lo=np.array([s.lo for s in stats]),
+                 hi=np.array([s.hi for s in stats]), seeds=np.array([s.n for s in stats]))
 
 
 # -- summary.md --------------------------------------------------------------------------------------------------
 
-def _mean_std(values: list[float] | None) -> str:
-    if values is None:
-        return ""  # no such cell in the grid
-    if not values:
-        return "n/a"
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
+def _mean_std(values: list[float] | None, seeds: int | None = None) -> str:
+    """mean ± std [95% CI] over seeds (see :mod:`.seeds`); "" for a cell not in the grid, n/a for no value."""
+    return format_entry(values, seeds)
+
+
+def _most(groups: list) -> int:
+    return max((len(v) for v in groups if v), default=0)
 
 
 def _setting_label(setting: Setting, multi: bool) -> str:
@@ -310,14 +342,17 @@ def _setting_label(setting: Setting, multi: bool) -> str:
 def _table(by_method: dict, methods: list[str], rates: list[float]) -> list[str]:
     lines = ["| method | " + " | ".join(f"{100 * r:g}%" for r in rates) + " |",
              "|---|" + "---:|" * len(rates)]
+    rows = []
     for method in (m for m in methods if m in by_method):
         # The original model does not depend on the discovery rate: its one value fills every column.
         # (Except where the original has a value per rate: its ToW, see TOW_BASELINES.)
         by_rate = by_method[method]
-        cells = [_mean_std(by_rate.get(rate) if method != ORIGINAL or rate in by_rate else by_rate.get(0.0))
-                 for rate in rates]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return lines
+        entries = [by_rate.get(rate) if method != ORIGINAL or rate in by_rate else by_rate.get(0.0)
+                   for rate in rates]
+        rows.append((method, entries))
+    seeds = _most([v for _, entries in rows for v in entries])
+    lines += [f"| {method} | " + " | ".join(_mean_std(v, seeds) for v in entries) + " |" for method, entries in rows]
+    return lines + ["", seeds_note([v for _, entries in rows for v in entries])]
 
 
 def _title(text: str) -> str:
@@ -521,7 +556,7 @@ def _failed_section(failed: list[dict]) -> list[str]:
 def _every_setting_section(marked: list[dict], methods: list[str], metric: str, description: str, multi: bool,
                            intro: list[str]) -> list[str]:
     """Without selection: per setting and method, one row per hyperparameter setting (grid order), the original
-    model first; mean ± std over seeds."""
+    model first; mean ± std [95% CI] over seeds."""
     lines = [f"## No selection possible: every setting's {description} (`{metric}`, %)", "", *intro]
     values = defaultdict(lambda: defaultdict(list))  # (setting, method, hparams) -> rate -> values
     order = {}
@@ -544,11 +579,15 @@ def _every_setting_section(marked: list[dict], methods: list[str], metric: str, 
                 continue
             table = ["| setting | " + " | ".join(f"{100 * r:g}%" for r in rates) + " |",
                      "|---|" + "---:|" * len(rates)]
+            entries = [values[k].get(rate) for k in settings for rate in rates]
+            entries += [original.get(0.0)] if original is not None else []
+            seeds = _most(entries)
             if original is not None:
-                table.append(f"| {ORIGINAL} | " + " | ".join([_mean_std(original.get(0.0))] * len(rates)) + " |")
-            table += [f"| `{k[2]}` | " + " | ".join(_mean_std(values[k].get(rate)) for rate in rates) + " |"
+                table.append(f"| {ORIGINAL} | " + " | ".join([_mean_std(original.get(0.0), seeds)] * len(rates))
+                             + " |")
+            table += [f"| `{k[2]}` | " + " | ".join(_mean_std(values[k].get(rate), seeds) for rate in rates) + " |"
                       for k in settings]
-            lines += [f"### {_setting_label(setting, multi)}: {method}", "", *table, ""]
+            lines += [f"### {_setting_label(setting, multi)}: {method}", "", *table, "", seeds_note(entries), ""]
     return lines
 
 
@@ -585,7 +624,8 @@ def _rate_sections(marked: list[dict], methods: list[str], multi: bool, max_val_
         reason = [_title(str(no_selection)), ""]
         lines += [f"**No hyperparameter selection was possible.** {reason[0]}", "",
                   "The tables below therefore show every hyperparameter setting (one row each, in grid order) instead "
-                  "of a chosen one: mean ± sample standard deviation over seeds (one seed: its value); columns are "
+                  "of a chosen one: mean ± sample standard deviation [95% confidence interval] over seeds (one seed: its "
+                  "value; each table says how many seeds it holds); columns are "
                   "discovery rates |S_f| / |S_m|; the original model's value fills every column; n/a: the metric is "
                   "null in every seed. cells.csv leaves the selected, guarded and oracle flags empty, and no "
                   "figures are drawn (they show chosen settings).", ""]
@@ -593,7 +633,8 @@ def _rate_sections(marked: list[dict], methods: list[str], multi: bool, max_val_
             lines += _every_setting_section(marked, methods, metric, description, multi, [] if i else reason)
     else:
         lines += [
-            "Each entry is the mean ± sample standard deviation over seeds (one seed: its value) of one "
+            "Each entry is the mean ± sample standard deviation [95% confidence interval of the mean, Student's t] "
+            "over seeds (one seed: its value, no interval; each table says how many seeds it holds) of one "
             "hyperparameter setting per group (dataset, model, manipulation variant, size, seed, rate, method), "
             "chosen without test data by one of two rules:", "",
             "- **paper rule** (paper 1; the default, for reproduction): the best (deletion change on S_f + "
@@ -801,8 +842,8 @@ def study_sections(marked: list[dict], methods: list[str], multi: bool,
              "one method per subset from low to high memorization, `none` = left as it is; `rum^F m`: method m on "
              "every subset; `(shuffle)`: the random-subset control); for the other methods, the setting the paper "
              "rule picks (best (deletion change + validation accuracy) / 2; the method's only setting when it has "
-             "one). `original`: the original model, doing nothing. Entries: mean ± sample standard deviation over "
-             "seeds (one seed: its value).")
+             "one). `original`: the original model, doing nothing. Entries: mean ± sample standard deviation [95% "
+             "confidence interval] over seeds (one seed: its value; each table says how many seeds it holds).")
     if no_selection is not None:
         intro += f" No hyperparameter selection was possible ({no_selection}); methods with several settings are " \
                  f"left out."
@@ -818,10 +859,13 @@ def study_sections(marked: list[dict], methods: list[str], multi: bool,
                 lines += [f"#### {_setting_label(setting, multi)}", ""]
             order = [ORIGINAL, *[n for n, _ in references if n != ORIGINAL], *rows]
             lines += ["| method | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
-            for name in (n for n in dict.fromkeys(order) if n in values[setting]):
-                lines.append(f"| {name} | " + " | ".join(_mean_std(values[setting][name].get(label, []))
+            names = [n for n in dict.fromkeys(order) if n in values[setting]]
+            entries = [values[setting][name].get(label, []) for name in names for label in labels]
+            seeds = _most(entries)
+            for name in names:
+                lines.append(f"| {name} | " + " | ".join(_mean_std(values[setting][name].get(label, []), seeds)
                                                        for label in labels) + " |")
-            lines.append("")
+            lines += ["", seeds_note(entries), ""]
     if not any(metric in TOW_BASELINES for metric, *_ in tables):
         lines += ["No ToW: the grid ran without `tow` (set `tow: {references: [retrain]}`).", ""]
     lines += ["## Forget sets", "",
@@ -840,7 +884,7 @@ def study_sections(marked: list[dict], methods: list[str], multi: bool,
 def write_level_figures(marked: list[dict], methods: list[str], fig_dir: Path) -> list[Path]:
     """ToW per memorization level: per setting, memorization proxy and size, one figure per ToW metric present;
     x = the levels present (low, medium, high, mixed), one line per row of the study tables (the original
-    dashed), mean over seeds with the min-max band."""
+    dashed), mean over seeds with the 95% CI band."""
     study = [r for r in marked if _forget_set(r) and r["method"] != ORIGINAL]
     levels = defaultdict(dict)  # (setting, by, size) -> level -> label
     for record in study:
@@ -858,20 +902,18 @@ def write_level_figures(marked: list[dict], methods: list[str], fig_dir: Path) -
         _, rows = _study_rows(study, methods)
         for (setting, by, size), found in sorted(levels.items(), key=lambda item: str(item[0])):
             present = [level for level in LEVEL_ORDER if level in found]
-            curves = {}
+            curves, plotted = {}, []
             for name in [ORIGINAL, *rows]:
                 points = [(x, values[setting][name].get(found[level], [])) for x, level in enumerate(present)]
                 points = [(x, v) for x, v in points if v]
                 if points:
-                    curves[name] = Curve(rates=np.array([x for x, _ in points], dtype=float),
-                                         mean=np.array([np.mean(v) for _, v in points]),
-                                         lo=np.array([np.min(v) for _, v in points]),
-                                         hi=np.array([np.max(v) for _, v in points]))
+                    curves[name] = seed_curve(np.array([x for x, _ in points], dtype=float), [v for _, v in points])
+                    plotted += [v for _, v in points]
             if not curves:
                 continue
             dataset, model, variant, n = setting
             title = (f"{dataset} / {model}, {variant} (n = {n}): {heading}\nforget sets of {size} samples by "
-                     f"{by} memorization level; line: mean over seeds; band: min-max over seeds")
+                     f"{by} memorization level; {seeds_phrase(plotted)}")
             name = f"{stems[setting[:3]]}-n{n}-{metric.replace('_', '-')}-by-{by}-level-{size}.png"
             paths.append(plot_levels(curves, present, fig_dir / name, title, ylabel=f"{metric} (%)"))
     return paths
@@ -910,8 +952,10 @@ def write_figures(marked: list[dict], methods: list[str], fig_dir: Path,
                       if setting[:3] == group}
             panels = {n: curves for n, curves in panels.items() if curves}
             if panels:
+                plotted = [v for setting in by_setting if setting[:3] == group
+                           for by_rate in by_setting[setting].values() for v in by_rate.values()]
                 heading = (f"{dataset} / {model}, {variant}\n{description}\n{_choice(flag, max_val_drop)}\n"
-                           f"line: mean over seeds; band: min-max over seeds")
+                           f"{seeds_phrase(plotted)}")
                 paths.append(plot_metric(panels, fig_dir / f"{stems[group]}-{suffix}.png", heading))
     return paths
 

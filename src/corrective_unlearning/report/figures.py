@@ -1,5 +1,6 @@
 """Figures in the style of paper 1 (Figures 2-7): one panel per manipulation size, accuracy against the
-discovery rate, one line per method with its spread over seeds as a band, the original model as a dashed line.
+discovery rate, one line per method (mean over seeds) with its 95% confidence interval as a band, the original
+model as a dashed line.
 And RUM's study: a metric (ToW) per memorization level of the forget set (:func:`plot_levels`).
 
 The figures take already aggregated curves (see :mod:`.build`), so they hold no selection or averaging logic.
@@ -17,7 +18,7 @@ matplotlib.use("Agg")  # files only: never needs a display, safe on headless mac
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..grid import ORIGINAL  # noqa: E402
+from ..runner.spec import ORIGINAL  # noqa: E402
 
 DPI = 120
 PANEL_WIDTH = 4.2  # inches
@@ -35,11 +36,13 @@ _MARKERS = "osD^v<>pPX*h"
 
 @dataclass(frozen=True)
 class Curve:
-    """A metric over discovery rates (fractions): mean over seeds and the seeds' min-max band."""
+    """A metric over discovery rates (fractions): mean over seeds and its band, the 95% confidence interval of the
+    mean (NaN where one seed: no band); ``seeds``: how many seeds each point holds."""
     rates: np.ndarray
     mean: np.ndarray
     lo: np.ndarray
     hi: np.ndarray
+    seeds: np.ndarray | None = None
 
 
 def method_style(method: str) -> dict:

@@ -6,7 +6,8 @@ rate: 0% is the original (trained) model, doing nothing, then each rate of the g
 when it holds rate-based cells of at least two of the three manipulations for the same dataset, model and size n;
 otherwise :func:`rem_map` adds nothing, so other reports are unchanged.
 
-Each cell holds one of four quantities, mean over seeds of the chosen setting (paper rule, and the guarded rule):
+Each cell holds one of four quantities, mean over seeds of the chosen setting (paper rule, and the guarded rule);
+the summary's tables add the standard deviation and 95% confidence interval and say how many seeds they hold:
 
 - healed (train) = ``manipulated_acc``: clean-label accuracy on all of S_m (REM's "Healed (Train)", ``manip_acc``);
 - healed (test) = ``affected_acc``: clean-label accuracy on the affected test domain (REM's "Healed (Test)");
@@ -22,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..grid import ORIGINAL
+from ..runner.spec import ORIGINAL
 from ..selection import manipulation_variant
 from .figures import plot_heatmaps
+from .seeds import format_entry, seeds_note
 
 # REM's regularity axis, high -> low.
 REGULARITY = ("poison", "interclass", "random_labels")
@@ -106,8 +108,12 @@ def map_matrix(values: dict, method: str, rows: list[tuple], rates: list[float])
                      for variant, _ in rows], dtype=float)
 
 
-def _cell(value: float) -> str:
-    return "n/a" if not np.isfinite(value) else f"{value:.2f}"
+def map_entries(values: dict, method: str, rows: list[tuple], rates: list[float]) -> list[list[list[float]]]:
+    """rows x (0% + rates) of per-seed values, laid out like :func:`map_matrix` ([]: none)."""
+    original, own = values.get(ORIGINAL, {}), values.get(method, {})
+    return [[list(original.get(variant, {}).get(0.0) or [])] + [list(own.get(variant, {}).get(rate) or [])
+                                                                for rate in rates]
+            for variant, _ in rows]
 
 
 def _columns(rates: list[float]) -> list[str]:
@@ -131,7 +137,9 @@ def rem_map(rate_cells: list[dict], methods: list[str], fig_dir: Path, max_val_d
     lines = ["## Regularity x discovery map (REM's evaluation space)", "",
              "REM's grid (REFERENCE-NOTES 3.5): rows = regularity of the manipulation, high to low (poison, "
              "interclass, random_labels); columns = discovery rate |S_f| / |S_m|, where 0% is the original "
-             "(trained) model. Each entry is the mean over seeds of the chosen setting (paper rule; then the guarded "
+             "(trained) model. Each entry is the mean ± sample standard deviation [95% confidence interval] over seeds "
+             "(one seed: its value; each table says how many seeds it holds) of the chosen setting (paper rule; then "
+             "the guarded "
              f"rule, validation accuracy at most {max_val_drop:g} points below the original's); n/a: no value. "
              "Quantities: healed (train) = `manipulated_acc`, healed (test) = `affected_acc`, utility (test) = "
              "`utility_acc`, and REM's summary score healed x utility / 100, which, as in REM's plotting code, "
@@ -151,16 +159,22 @@ def rem_map(rate_cells: list[dict], methods: list[str], fig_dir: Path, max_val_d
             for method in order:
                 lines += [f"#### {method} ({rule})", ""]
                 for metric, label, _, _ in QUANTITIES:
-                    matrix = map_matrix(values[metric], method, rows, rates)
+                    entries = map_entries(values[metric], method, rows, rates)
+                    flat = [v for row in entries for v in row]
+                    seeds = max((len(v) for v in flat), default=0)
                     lines += [f"{label[0].upper()}{label[1:]}:", "",
                               "| manipulation | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
-                    lines += [f"| {variant} | " + " | ".join(_cell(v) for v in row) + " |"
-                              for (variant, _), row in zip(rows, matrix)]
-                    lines.append("")
+                    lines += [f"| {variant} | " + " | ".join(format_entry(v, seeds) for v in row) + " |"
+                              for (variant, _), row in zip(rows, entries)]
+                    lines += ["", seeds_note(flat), ""]
             for metric, label, description, file_suffix in QUANTITIES:
                 panels = {method: map_matrix(values[metric], method, rows, rates) for method in order}
+                held = sorted({len(v) for m in order for row in map_entries(values[metric], m, rows, rates)
+                               for v in row if v})
+                seeds = "-".join(str(k) for k in dict.fromkeys(held[:1] + held[-1:])) or "0"
                 title = (f"{dataset} / {model}, n = {n}: {label}, {rule}\n{description.replace('`', '')}\n"
-                         f"rows: regularity high -> low; columns: discovery rate (0% = the original); mean over seeds")
+                         f"rows: regularity high -> low; columns: discovery rate (0% = the original); mean over "
+                         f"{seeds} seed(s) (95% CIs in summary.md)")
                 path = fig_dir / f"{_stem(key, multi)}-{file_suffix}{suffix}.png"
                 figures.append(plot_heatmaps(panels, [variant for variant, _ in rows], columns, path, title))
     return lines, figures

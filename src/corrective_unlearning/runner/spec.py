@@ -1,0 +1,228 @@
+"""A grid recipe -> cells: the config (``GridConfig``, validated by :func:`load_grid_config`) and its cells.
+
+Cells are (manipulation, size, seed, discovery rate, method, hyperparameters), plus one ``original`` cell per
+(manipulation, size, seed) holding the original model's metrics. :func:`units` cuts the pending cells into the
+executors' units of work: the cells of one deletion set (they share an original model and a task).
+
+With ``tow: {references: [retrain, clean], retain_samples: 5000}`` (default ``tow: null``: off) every method cell
+also gets RUM's ToW (SPEC 7, in percent) against two references, both cached (:mod:`..references`). With
+``forget_sets: [{by: confidence, level: high, size: 600}, ...]`` (RUM's study; it replaces ``rates``) the deletion
+sets are chosen from the trained original over the whole training split (:mod:`..forget_sets`), not from S_m.
+Manipulation ``none`` (the clean training set, n = 0) is the setting of RUM's own study and needs forget sets.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from ..config import ConfigError, RunConfig, apply_overrides, from_dict, read_yaml
+from ..forget_sets import ForgetSetSpec, parse_forget_sets
+from ..methods import METHODS, expand_grid, hparams_key
+from ..references import REFERENCES
+
+ORIGINAL = "original"
+
+
+@dataclass
+class ManipulationGrid:
+    name: str
+    sizes: list[int]
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class TowConfig:
+    """``tow:`` in a grid config. ``references``: which of ``retrain`` (the model retrained on the retain set, RUM's
+    reference) and ``clean`` (the clean oracle, every manipulation undone) to compare against; ``retain_samples``:
+    how many retain samples (a seeded subsample, the same for every model of a deletion set) A_r is measured on
+    (null: all of them)."""
+
+    references: list[str] = field(default_factory=lambda: list(REFERENCES))
+    retain_samples: int | None = 5000
+
+
+@dataclass
+class GridConfig(RunConfig):
+    """``corrective run``: manipulations x sizes x seeds x rates x methods and their grids."""
+
+    manipulations: list = field(default_factory=list)
+    rates: list = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(1, 11)])
+    seeds: list = field(default_factory=lambda: [0])
+    # name -> {grid: {...}, params: {...}} or null for the paper grid; a grid may also be a list of grids (their
+    # settings one after the other, e.g. [{method: [cf, salun]}, {order: [shuffle]}] for RUM)
+    methods: dict = field(default_factory=dict)
+    projection: dict = field(default_factory=lambda: {"sizes": 3, "rates": 10, "seeds": 1})
+    # ToW (RUM, SPEC 7) against cached references: null = off (no reference is trained), or
+    # {references: [retrain, clean], retain_samples: 5000}; see TowConfig.
+    tow: dict | None = None
+    # RUM's study: forget sets chosen from the original by a memorization proxy, entanglement or at random, e.g.
+    # [{by: confidence, level: high, size: 600}, {by: entanglement, level: low, size: 600}]; when present it
+    # replaces ``rates`` (see corrective_unlearning.forget_sets).
+    forget_sets: list | None = None
+
+    def forget_set_specs(self) -> list[ForgetSetSpec]:
+        """The ``forget_sets`` entries, validated; [] for a rate-based grid."""
+        return [] if self.forget_sets is None else parse_forget_sets(self.forget_sets)
+
+    def tow_options(self) -> TowConfig | None:
+        """The ``tow`` section with its defaults filled in, validated; None when ToW is off."""
+        if self.tow is None:
+            return None
+        options = from_dict(TowConfig, self.tow, "tow")
+        if not isinstance(options.references, list) or not options.references:
+            raise ConfigError(f"tow.references: expected a non-empty list of {list(REFERENCES)}, got "
+                              f"{options.references!r}")
+        unknown = [r for r in options.references if r not in REFERENCES]
+        if unknown or len(set(options.references)) != len(options.references):
+            raise ConfigError(f"tow.references: expected distinct names among {list(REFERENCES)}, got "
+                              f"{options.references!r}")
+        if options.retain_samples is not None and options.retain_samples < 1:
+            raise ConfigError(f"tow.retain_samples: expected an integer >= 1 (or null: the whole retain set), got "
+                              f"{options.retain_samples!r}")
+        return options
+
+    def manipulation_grids(self) -> list[ManipulationGrid]:
+        if not self.manipulations:
+            raise ConfigError("grid config: 'manipulations' is empty; expected e.g. [{name: poison, sizes: [500]}]")
+        return [from_dict(ManipulationGrid, m, f"manipulations[{i}]") for i, m in enumerate(self.manipulations)]
+
+    def method_settings(self, name: str) -> list[dict]:
+        """Every hyperparameter setting to run for method ``name``: its grid (the paper's unless overridden)
+        crossed with fixed params, each validated against the method's declared hyperparameters."""
+        spec = METHODS.get(name)
+        options = self.methods.get(name) or {}
+        if not isinstance(options, dict):
+            raise ConfigError(f"methods.{name}: expected a mapping with 'grid' and/or 'params' (or null for the "
+                              f"paper grid), got {type(options).__name__} {options!r}")
+        grids = options.get("grid")
+        if isinstance(grids, list) and grids and all(isinstance(g, dict) for g in grids):
+            pass  # a union of grids: e.g. RUM^F for several methods, and the shuffle control of full RUM only
+        elif grids is not None and not isinstance(grids, dict):
+            raise ConfigError(f"methods.{name}.grid: expected a mapping (name -> list of values), or a non-empty "
+                              f"list of them, got {type(grids).__name__} {grids!r}")
+        if options.get("params") is not None and not isinstance(options["params"], dict):
+            raise ConfigError(f"methods.{name}.params: expected a mapping (name -> value), got "
+                              f"{type(options['params']).__name__} {options['params']!r}")
+        unknown = sorted(set(options) - {"grid", "params"})
+        if unknown:
+            raise ConfigError(f"methods.{name}: unknown key(s) {unknown}; expected 'grid' and/or 'params'")
+        grid = options.get("grid", spec.grid) or {}
+        points = [p for g in (grid if isinstance(grid, list) else [grid]) for p in expand_grid(g)]
+        points = list({hparams_key(p): p for p in points}.values())  # a setting listed twice runs once
+        settings = [{**options.get("params", {}), **point} for point in points]
+        for setting in settings:
+            spec.resolve(setting)  # raises on unknown hyperparameter names
+        return settings
+
+
+def load_grid_config(path: str | None, overrides: list[str]) -> GridConfig:
+    data = read_yaml(path) if path else {}
+    config = from_dict(GridConfig, apply_overrides(data, overrides))
+    for rate in config.rates:
+        if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 < float(rate) <= 1:
+            raise ConfigError(f"discovery rates must be numbers in (0, 1], got {rate!r}")
+    forget_sets = config.forget_set_specs()
+    for m in config.manipulation_grids():
+        for n in m.sizes:
+            if m.name == "none":
+                if n != 0 or isinstance(n, bool):
+                    raise ConfigError(f"manipulations: none leaves the training set clean, so its only size is 0 "
+                                      f"(S_m is empty), got {n!r}")
+                if not forget_sets:
+                    raise ConfigError("manipulations: none has no manipulated samples for discovery rates to draw "
+                                      "from: give forget_sets, e.g. [{by: confidence, level: high, size: 600}]")
+                continue
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                raise ConfigError(f"manipulations: {m.name} size {n!r} must be an integer >= 1")
+            if forget_sets:
+                continue  # forget sets replace the rates
+            empty = [rate for rate in config.rates if round(float(rate) * n) == 0]
+            if empty:
+                raise ConfigError(f"discovery rate {empty[0]} of {m.name} n = {n} gives an empty deletion set "
+                                  f"(round({empty[0]} * {n}) = 0): raise the rate or n")
+    for name in config.methods:
+        config.method_settings(name)
+    from ..manipulations import check_params
+
+    for i, m in enumerate(config.manipulation_grids()):
+        check_params(m.name, m.params, f"manipulations[{i}].params")
+    config.tow_options()
+    return config
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True)
+class Cell:
+    manipulation: str
+    params: str  # the manipulation's params as canonical JSON, "" when it has none
+    n: int
+    seed: int
+    rate: float
+    method: str
+    hparams: dict
+    setting_index: int = 0  # position of ``hparams`` in the method's grid: selection ties go to grid order
+    forget_set: str = ""  # a forget set's label (grid key forget_sets; rate 1.0), "" for a rate-based cell
+
+    @property
+    def variant(self) -> str:
+        """The manipulation with its params: two variants of one manipulation are different settings."""
+        return f"{self.manipulation} {self.params}" if self.params else self.manipulation
+
+    @property
+    def id(self) -> str:
+        return f"{self.deletion_set_id}-{self.method}-{_digest(hparams_key(self.hparams))}"
+
+    @property
+    def deletion_set_id(self) -> str:
+        """The cell id up to the rate (or the forget set's label): the cells of one deletion set share it."""
+        manipulation = f"{self.manipulation}-{_digest(self.params)}" if self.params else self.manipulation
+        if self.forget_set:
+            return f"{manipulation}-n{self.n}-seed{self.seed}-{self.forget_set}"
+        return f"{manipulation}-n{self.n}-seed{self.seed}-rate{self.rate:.2f}"
+
+    def manipulation_params(self) -> dict:
+        return json.loads(self.params) if self.params else {}
+
+
+def expand_cells(config: GridConfig) -> list[Cell]:
+    """Ordered so that cells sharing an original model, then a deletion set, are contiguous. With
+    ``forget_sets``, one deletion set per forget set (in the config's order, rate 1.0) instead of the rates."""
+    cells = []
+    forget_sets = config.forget_set_specs()
+    for m in config.manipulation_grids():
+        params = hparams_key(m.params) if m.params else ""
+        for n, seed in itertools.product(m.sizes, config.seeds):
+            cells.append(Cell(m.name, params, n, seed, 0.0, ORIGINAL, {}))
+            for spec in forget_sets:
+                for name in config.methods:
+                    cells += [Cell(m.name, params, n, seed, 1.0, name, hp, i, spec.label)
+                              for i, hp in enumerate(config.method_settings(name))]
+            for rate in ([] if forget_sets else sorted(float(r) for r in config.rates)):
+                for name in config.methods:
+                    cells += [Cell(m.name, params, n, seed, rate, name, hp, i)
+                              for i, hp in enumerate(config.method_settings(name))]
+    return cells
+
+
+
+def setting_key(cell: Cell) -> tuple:
+    """The cells with one key share an original model (and its manipulated training set)."""
+    return cell.manipulation, cell.params, cell.n, cell.seed
+
+
+def units(cells: list[Cell]) -> list[list[Cell]]:
+    """The executors' units of work: the cells of one deletion set (in grid order), so a unit shares one task and
+    its shared work (SSD's importances, SCRUB's teacher logits), and a crash loses at most one unit's unfinished
+    cells. Units of one setting are contiguous: a worker that runs them one after the other keeps the original."""
+    key = lambda c: (*setting_key(c), c.rate, c.forget_set)  # noqa: E731
+    return [list(group) for _, group in itertools.groupby(cells, key=key)]
+
+
+def groups(cells: list[Cell]) -> Iterator[tuple[tuple, list[Cell]]]:
+    return itertools.groupby(cells, key=setting_key)
