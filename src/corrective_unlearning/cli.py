@@ -88,19 +88,20 @@ def _write_model(model, path: Path, meta: dict) -> None:
 
 def cmd_fix(args) -> int:
     import yaml
+    from tqdm.auto import tqdm
 
     from .fix import correct, load_model, read_flagged, training_data, write_report
     from .runtime import Runtime
 
     runtime = Runtime.create(args.device or "auto", progress=not args.quiet)
-    steps = tqdm_steps(["read the data", "load the model", "correct", "write the report"], args.quiet)
+    stages = tqdm(total=4, desc="read the data", disable=args.quiet, leave=False)
     data = training_data(args.data, data_dir=args.data_dir, download=args.download, runtime=runtime)
-    next(steps)
+    _advance(stages, "load the model")
     arch = args.arch or _sidecar(args.model).get("arch")
     if not arch:
         raise ValueError(f"--arch is needed: {args.model} has no sidecar naming its architecture")
     model = load_model(args.model, arch, data.num_classes, data.images.shape[1])
-    next(steps)
+    _advance(stages, "correct")
     hparams = yaml.safe_load(args.hparams) if args.hparams else None
     if hparams is not None and not isinstance(hparams, dict):
         raise ValueError(f"--hparams: expected a YAML mapping such as '{{alpha: 10}}' or, for auto, "
@@ -109,28 +110,20 @@ def cmd_fix(args) -> int:
     result = correct(model, data, read_flagged(args.flagged), method=args.method, validation=validation,
                      hparams=hparams, expand=args.expand, ranking=args.ranking, device=args.device or "auto",
                      seed=args.seed, max_val_drop=args.max_val_drop, progress=not args.quiet)
-    next(steps)
+    _advance(stages, "write the report")
     report = write_report(result, args.out, {"arch": arch, "num_classes": data.num_classes,
                                              "in_channels": int(data.images.shape[1]),
                                              "source_model": str(args.model)})
-    next(steps, None)
+    stages.update(1)
+    stages.close()
     print(before_after(result.report))
     print(f"corrected model: {Path(args.out) / 'model.safetensors'}; report: {report}")
     return 0
 
 
-def tqdm_steps(names: list[str], quiet: bool):
-    """A progress bar over the stages of a command; next() after each stage."""
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(names), desc=names[0], disable=quiet, leave=False)
-    for name in names[1:]:
-        yield
-        bar.update(1)
-        bar.set_description(name)
-    yield
+def _advance(bar, next_stage: str) -> None:
     bar.update(1)
-    bar.close()
+    bar.set_description(next_stage)
 
 
 def _sidecar(model_path: str) -> dict:
