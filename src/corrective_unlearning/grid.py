@@ -19,6 +19,12 @@ from S_m: each forget set is one group of cells (``Cell.forget_set``, its label,
 ``rate`` 1.0), selected once after the original is trained and described (measured ES, proxy range) in
 ``<out>/forget_sets/<deletion set>.json`` and in its records as ``forget_set_info``. Manipulation ``none`` (the
 clean training set, n = 0) is the setting of RUM's own study and needs forget sets.
+
+With ``expand: [0, 500]`` (default absent: ``[0]``) each rate also gets a deletion set grown by the original
+model's top-500 suspects (:mod:`.suspects`, ranked by ``expand_ranking``, default ``combined``): its cells'
+ids end in ``-expand500-combined`` (cells without expansion keep their ids), their records carry
+``suspects: {k, ranking, precision, recall, ...}`` against the true S_m, and the ranking's cost is shared work of
+the rate (:class:`~corrective_unlearning.suspects.expansion.Expansions`).
 """
 from __future__ import annotations
 
@@ -48,6 +54,7 @@ from .methods import METHODS, Task, expand_grid, hparams_key
 from .records import environment, write_json_atomic
 from .references import REFERENCES, DeletionSetReferences, deletion_set_references, train_clean_oracle
 from .runtime import Runtime, Stopwatch
+from .suspects.expansion import Expansions
 
 ORIGINAL = "original"
 
@@ -88,6 +95,26 @@ class GridConfig(RunConfig):
     # [{by: confidence, level: high, size: 600}, {by: entanglement, level: low, size: 600}]; when present it
     # replaces ``rates`` (see corrective_unlearning.forget_sets).
     forget_sets: list | None = None
+    # Finding the rest (corrective_unlearning.suspects): per rate, deletion sets grown by the original model's top-K
+    # suspects, e.g. expand: [0, 500] (0 = S_f as identified); ranked by expand_ranking.
+    expand: list | None = None
+    expand_ranking: str = "combined"
+
+    def expand_sizes(self) -> list[int]:
+        """The ``expand`` entries, validated; [0] when absent."""
+        from .suspects import ranking_names
+
+        sizes = [0] if self.expand is None else self.expand
+        if not isinstance(sizes, list) or not sizes or any(
+                isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in sizes) or len(set(sizes)) != len(sizes):
+            raise ConfigError(f"expand: expected a non-empty list of distinct integers >= 0 (0 = no expansion), "
+                              f"got {self.expand!r}")
+        if self.expand_ranking not in ranking_names():
+            raise ConfigError(f"expand_ranking: expected one of {ranking_names()}, got {self.expand_ranking!r}")
+        if self.forget_sets and any(sizes):
+            raise ConfigError("expand grows deletion sets drawn from S_m by a discovery rate; it does not apply to "
+                              "forget_sets")
+        return sorted(sizes)
 
     def forget_set_specs(self) -> list[ForgetSetSpec]:
         """The ``forget_sets`` entries, validated; [] for a rate-based grid."""
@@ -176,6 +203,7 @@ def load_grid_config(path: str | None, overrides: list[str]) -> GridConfig:
     for i, m in enumerate(config.manipulation_grids()):
         check_params(m.name, m.params, f"manipulations[{i}].params")
     config.tow_options()
+    config.expand_sizes()
     return config
 
 
@@ -194,6 +222,8 @@ class Cell:
     hparams: dict
     setting_index: int = 0  # position of ``hparams`` in the method's grid: selection ties go to grid order
     forget_set: str = ""  # a forget set's label (grid key forget_sets; rate 1.0), "" for a rate-based cell
+    expand: int = 0  # top-K suspects added to the deletion set (grid key expand); 0 = S_f as identified
+    expand_ranking: str = ""  # the ranking that chose them ("" when expand is 0)
 
     @property
     def variant(self) -> str:
@@ -210,7 +240,8 @@ class Cell:
         manipulation = f"{self.manipulation}-{_digest(self.params)}" if self.params else self.manipulation
         if self.forget_set:
             return f"{manipulation}-n{self.n}-seed{self.seed}-{self.forget_set}"
-        return f"{manipulation}-n{self.n}-seed{self.seed}-rate{self.rate:.2f}"
+        expanded = f"-expand{self.expand}-{self.expand_ranking}" if self.expand else ""  # 0: the ids of old
+        return f"{manipulation}-n{self.n}-seed{self.seed}-rate{self.rate:.2f}{expanded}"
 
     def manipulation_params(self) -> dict:
         return json.loads(self.params) if self.params else {}
@@ -230,9 +261,11 @@ def expand_cells(config: GridConfig) -> list[Cell]:
                     cells += [Cell(m.name, params, n, seed, 1.0, name, hp, i, spec.label)
                               for i, hp in enumerate(config.method_settings(name))]
             for rate in ([] if forget_sets else sorted(float(r) for r in config.rates)):
-                for name in config.methods:
-                    cells += [Cell(m.name, params, n, seed, rate, name, hp, i)
-                              for i, hp in enumerate(config.method_settings(name))]
+                for k in config.expand_sizes():
+                    ranking = config.expand_ranking if k else ""
+                    for name in config.methods:
+                        cells += [Cell(m.name, params, n, seed, rate, name, hp, i, "", k, ranking)
+                                  for i, hp in enumerate(config.method_settings(name))]
     return cells
 
 
@@ -404,7 +437,8 @@ def run_grid(config: GridConfig, out: str | Path, progress: bool = True) -> list
         # the training split is embedded once per original, and only when an entanglement set needs it
         selector = ForgetSetSelector(setting, original, info, runtime,
                                      full_embeddings=any(s.kind == "entanglement" for s in forget_specs.values()))
-        for (rate, label), rate_cells in itertools.groupby(group, key=lambda c: (c.rate, c.forget_set)):
+        expansions = Expansions(setting, original, runtime)  # suspects, once per (rate, ranking), on first use
+        for (rate, label, k), rate_cells in itertools.groupby(group, key=lambda c: (c.rate, c.forget_set, c.expand)):
             rate_cells = list(rate_cells)
             cell_base, where = base, f"rate {rate:.2f}"
             if label:  # a forget set chosen from the original (once per set; its cost is no method's)
@@ -429,6 +463,23 @@ def run_grid(config: GridConfig, out: str | Path, progress: bool = True) -> list
                 cell_base = {**base, "forget_set_info": description}
             else:
                 forget = deletion_set(setting, rate) if rate > 0 else None
+            charge = None
+            if k:  # grown by the original's top-k suspects (grid key expand)
+                ranking = rate_cells[0].expand_ranking
+                try:
+                    forget, block = expansions.grow(forget, rate, k, ranking)
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as error:  # e.g. cleanlab missing: this deletion set's cells fail
+                    for cell in rate_cells:
+                        record = {**base, **_cell_fields(cell), "status": "failed", "traceback":
+                                  traceback.format_exc(), "error": f"suspects: {type(error).__name__}: {error}"}
+                        store.write(cell, record)
+                        written.append(record)
+                        bar.update()
+                    continue
+                cell_base = {**cell_base, "suspects": {"k": k, **block}}
+                charge = functools.partial(expansions.charge, rate, k, ranking)
             # Built once per deletion set, on first use inside a cell: a task that cannot be built fails its cells.
             task = functools.cache(lambda forget=forget: make_task(setting, original, forget, recipe, runtime, info))
             references = None
@@ -438,7 +489,7 @@ def run_grid(config: GridConfig, out: str | Path, progress: bool = True) -> list
                     config.cache, Path(out) / "references" / f"{rate_cells[0].deletion_set_id}.json"))
             for cell in rate_cells:
                 bar.set_description(f"grid: {cell.method} {cell.variant} n={n} {where}")
-                record = _run_cell(cell, setting, original, info, task, forget, runtime, cell_base, references)
+                record = _run_cell(cell, setting, original, info, task, forget, runtime, cell_base, references, charge)
                 store.write(cell, record)
                 written.append(record)
                 bar.update()
@@ -501,7 +552,7 @@ def _deletion_set_references(setting, original, info, forget, task, tow: TowConf
 def _cell_fields(cell: Cell) -> dict:
     return {"cell": cell.id, "manipulation": cell.manipulation, "manipulation_variant": cell.variant,
             "n": cell.n, "seed": cell.seed, "rate": cell.rate, "forget_set": cell.forget_set,
-            "method": cell.method, "hparams": cell.hparams, "setting_index": cell.setting_index}
+            "method": cell.method, "hparams": cell.hparams, "setting_index": cell.setting_index, "expand": cell.expand}
 
 
 def evaluate_cell(model, setting: Setting, runtime: Runtime, forget: torch.Tensor | None) -> dict:
@@ -520,10 +571,12 @@ def evaluate_cell(model, setting: Setting, runtime: Runtime, forget: torch.Tenso
 
 
 def _run_cell(cell: Cell, setting, original, info, make_task: Callable[[], Task], forget, runtime, base,
-              references: Callable[[], DeletionSetReferences] | None = None) -> dict:
+              references: Callable[[], DeletionSetReferences] | None = None,
+              charge: Callable[[dict], None] | None = None) -> dict:
     """``references``: this deletion set's ToW references (grid option ``tow``), obtained before the method runs
     (their cost is never in ``method_seconds``); the ``original`` cell has no deletion set and no ToW: the original
-    model's ToW at each deletion set is ``original_tow_*`` in that deletion set's records."""
+    model's ToW at each deletion set is ``original_tow_*`` in that deletion set's records. ``charge``: books the
+    suspects that grew this deletion set (grid option ``expand``) on the cell's timings, as shared work."""
     record = {**base, **_cell_fields(cell), "started": time.time()}
     try:
         shared = {}
@@ -558,8 +611,10 @@ def _run_cell(cell: Cell, setting, original, info, make_task: Callable[[], Task]
             metrics.update(refs.metrics(u))
             record.update(tow={"accuracies": u}, references=refs.block())
             tow_timing = {"tow_eval_seconds": tow_clock.seconds}
-        record.update(status="ok", metrics=metrics, timings={"method_seconds": method_seconds,
-                                                             "eval_seconds": clock.seconds, **tow_timing, **shared})
+        timings = {"method_seconds": method_seconds, "eval_seconds": clock.seconds, **tow_timing, **shared}
+        if charge is not None and cell.method != ORIGINAL:
+            charge(timings)
+        record.update(status="ok", metrics=metrics, timings=timings)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as error:  # recorded, and the grid goes on
