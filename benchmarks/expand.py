@@ -32,7 +32,7 @@ from corrective_unlearning.experiment import build_setting, train_original
 from corrective_unlearning.grid import deletion_set, load_grid_config, run_grid
 from corrective_unlearning.runtime import Runtime
 from corrective_unlearning.selection import mark_selection
-from corrective_unlearning.suspects import rank_suspects
+from corrective_unlearning.suspects.expansion import Expansions
 
 METHOD_GRIDS = {  # what "--methods" may name, at the config's settings unless given here
     "eu": {"grid": {"last_k": ["all"]}},
@@ -89,22 +89,23 @@ def main() -> None:
             setting = build_setting(dataset, m["name"], n, args.seed, runtime, val_size, **(m.get("params") or {}))
             original, info = train_original(setting, config.model_name, recipe, runtime, use_cache=config.cache)
             forget = deletion_set(setting, args.rate)
-            candidates = setting.train_idx[~torch.isin(setting.train_idx, forget)]
-            ranked = rank_suspects(original, setting.train_bank, setting.manipulated.labels, forget, candidates,
-                                   runtime, stamp=setting.manipulated.triggered, seed=args.seed)
+            # the grid below reuses this ranking (same process, original and deletion set) for its expansion
+            ranked = Expansions(setting, original, runtime, key=info["cache_key"]).ranked(forget, args.rate,
+                                                                                           args.expand_ranking)
             s_f, s_m = len(forget), len(setting.manipulated.manipulated)
             ks = sorted({s_f, 2 * s_f, 5 * s_f, s_m})
             expand_k[(m["name"], n)] = args.expand or 5 * s_f
             undiscovered = setting.manipulated.manipulated[~torch.isin(setting.manipulated.manipulated, forget)]
             hit = torch.isin(ranked.indices, undiscovered).numpy()
             rows = []
-            orders = {"combined": np.arange(len(hit))}
+            orders = {args.expand_ranking: np.arange(len(hit))}
             for name, scores in ranked.per_ranking.items():
-                orders[name] = np.lexsort((ranked.indices.numpy(), -scores.numpy()))
+                if name != args.expand_ranking:
+                    orders[name] = np.lexsort((ranked.indices.numpy(), -scores.numpy()))
             for name, order in orders.items():
                 found = np.cumsum(hit[order])
-                check = ranked.self_check.get(name, float("nan"))
-                weight = ranked.weights.get(name, float("nan"))
+                check = ranked.self_check.get(name, "-")
+                weight = ranked.weights.get(name, "-")
                 rows.append([name, check, weight] + [f"{found[k - 1] / k:.2f} / {found[k - 1] / len(undiscovered):.2f}"
                                                      for k in ks])
             print(f"\n### {m['name']} n={n}: |S_f| = {s_f}, |S_m| = {s_m}, {ranked.candidates} candidates; "

@@ -331,3 +331,34 @@ def test_grid_expand_grows_the_deletion_set_and_records_precision_and_recall(tmp
     # selection keeps expanded and plain cells apart
     assert group_key(plain[0]) != group_key(grown[0]) and group_key(grown[0]) == group_key(grown[1])
     assert run_grid(config, tmp_path / "out", progress=False) == []  # resumable
+
+
+def test_expansions_rank_once_per_original_and_deletion_set(monkeypatch, synthetic, runtime):
+    from corrective_unlearning.experiment import build_setting
+    from corrective_unlearning.grid import deletion_set
+    from corrective_unlearning.suspects import expansion
+
+    calls = []
+
+    def fake(original, bank, labels, forget, candidates, runtime, **kwargs):
+        calls.append(len(candidates))
+        return Suspects(indices=candidates.flip(0), scores=torch.zeros(len(candidates)), ranking=kwargs["ranking"],
+                        candidates=len(candidates), seconds=1.5)
+
+    monkeypatch.setattr(expansion, "rank_suspects", fake)
+    setting = build_setting(synthetic, "poison", 40, 0, runtime, val_size=16)
+    forget = deletion_set(setting, 0.5)
+    first = expansion.Expansions(setting, None, runtime, key="original-a")
+    grown, block = first.grow(forget, 0.5, 10, "embedding")
+    assert len(grown) == 30 and set(forget.tolist()) < set(grown.tolist()) and block["seconds"] == 1.5
+    assert calls == [len(setting.train_idx) - 20]
+    expansion.Expansions(setting, None, runtime, key="original-a").grow(forget, 0.5, 5, "embedding")
+    assert len(calls) == 1  # the same original and deletion set: reused
+    expansion.Expansions(setting, None, runtime, key="original-b").grow(forget, 0.5, 5, "embedding")
+    expansion.Expansions(setting, None, runtime).grow(forget, 0.5, 5, "embedding")
+    assert len(calls) == 3  # another original, or no key: computed
+    timings = [{"method_seconds": 2.0}, {"method_seconds": 3.0}]
+    for t in timings:
+        first.charge(0.5, 10, "embedding", t)
+    assert timings[0]["method_seconds"] == 3.5 and timings[0]["shared_paid"] == {"suspects/embedding": 1.5}
+    assert timings[1]["method_seconds"] == 3.0 and timings[1]["shared_reused"] == ["suspects/embedding"]

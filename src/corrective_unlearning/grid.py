@@ -437,7 +437,7 @@ def run_grid(config: GridConfig, out: str | Path, progress: bool = True) -> list
         # the training split is embedded once per original, and only when an entanglement set needs it
         selector = ForgetSetSelector(setting, original, info, runtime,
                                      full_embeddings=any(s.kind == "entanglement" for s in forget_specs.values()))
-        expansions = Expansions(setting, original, runtime)  # suspects, once per (rate, ranking), on first use
+        expansions = Expansions(setting, original, runtime, key=info["cache_key"])  # once per (rate, ranking)
         for (rate, label, k), rate_cells in itertools.groupby(group, key=lambda c: (c.rate, c.forget_set, c.expand)):
             rate_cells = list(rate_cells)
             cell_base, where = base, f"rate {rate:.2f}"
