@@ -180,7 +180,8 @@ def test_combined_weights_rankings_by_self_check_and_equal_is_the_rank_average()
     assert equal.indices.tolist() == rows.numpy()[candidates][order].tolist()
     np.testing.assert_allclose(equal.scores.numpy(), independent[order])
     weighted = rank_features(features, rows, flagged, params={"combined": {"rankings": ["embedding", "gradient"]}})
-    expected = {n: max(weighted.self_check[n] - 0.5, 0) / (1 - weighted.self_check[n]) for n in ("embedding", "gradient")}
+    expected = {n: max(weighted.self_check[n] - 0.5, 0) / (1 - weighted.self_check[n])
+                for n in ("embedding", "gradient")}
     total = sum(expected.values())
     assert weighted.weights == pytest.approx({n: w / total for n, w in expected.items()})
     assert set(weighted.per_ranking) == {"embedding", "gradient"}

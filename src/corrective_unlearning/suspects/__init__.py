@@ -26,9 +26,9 @@ fits (embedding for poison, label issues for random labels) and mixes two that c
 
 Entry points: :func:`suspects` (your model, uint8 images, labels, flagged indices, as
 :func:`~corrective_unlearning.api.correct` takes them) and :func:`rank_suspects` (an image bank and a runtime, as the
-grid holds them). Adding a ranking is one file here with a function ``(features, flagged_mask, *, seed, **params)
--> scores`` decorated with ``@ranking("name", defaults={...})``; it must give every row a score, flagged rows their
-leave-one-out score.
+grid holds them). Adding a ranking is one file here (imported at the bottom of this one) with a function
+``(features, flagged_mask, *, seed, notes, **params) -> scores`` decorated with ``@ranking("name", defaults={...})``;
+it must give every row a finite score, flagged rows their leave-one-out score, and may write hints into ``notes``.
 
 The embedding is the input of the model's last ``nn.Linear`` (a forward hook: any classifier whose last linear
 layer is its classifier head works, no embedding method needed), and the gradient ranking takes the model's
@@ -71,7 +71,7 @@ class Features:
 @dataclass(frozen=True)
 class Ranking:
     name: str
-    score: Callable[..., torch.Tensor]  # (features, flagged_mask, *, seed, **params) -> float64 scores [N]
+    score: Callable[..., torch.Tensor]  # (features, flagged_mask, *, seed, notes, **params) -> float scores [N]
     defaults: dict
     summary: str
     needs: tuple = ()  # optional packages it imports
@@ -89,8 +89,8 @@ RANKINGS: Registry[Ranking] = Registry("ranking")
 
 
 def ranking(name: str, defaults: dict | None = None, needs: tuple = ()):
-    """Register ``fn(features, flagged_mask, *, seed, **params) -> scores`` (float, one per row, higher = more
-    suspect; flagged rows get their leave-one-out score) as ranking ``name``."""
+    """Register ``fn(features, flagged_mask, *, seed, notes, **params) -> scores`` (float, one per row, higher =
+    more suspect; flagged rows get their leave-one-out score) as ranking ``name``."""
     def decorator(fn):
         summary = " ".join((fn.__doc__ or "").strip().split("\n\n")[0].split())
         RANKINGS.register(name)(Ranking(name, fn, dict(defaults or {}), summary, tuple(needs)))
@@ -243,7 +243,8 @@ def rank_features(features: Features, rows: torch.Tensor, flagged_mask: torch.Te
         order = order[:k]
     return Suspects(
         indices=torch.from_numpy(cand_idx[order].copy()), scores=torch.from_numpy(np.asarray(final)[order].copy()),
-        ranking=ranking, per_ranking={name: torch.from_numpy(s[candidates][order].copy()) for name, s in scores.items()},
+        ranking=ranking,
+        per_ranking={name: torch.from_numpy(s[candidates][order].copy()) for name, s in scores.items()},
         self_check=checks, weights=weights, candidates=int(candidates.sum()), notes=notes)
 
 
