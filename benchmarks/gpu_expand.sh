@@ -6,11 +6,14 @@
 #   bash benchmarks/gpu_expand.sh                 # prints the tables; also $OUT/expand-c10.txt and the results
 # Estimated ~8 minutes on one H100 (not measured: no GPU was lent when it was written): 3 originals (~25 s each),
 # 3 rankings (one forward pass + a 5-fold logistic-regression probe on 47,500 x 128 embeddings on the CPU,
-# ~30 s each), 6 deletion sets x (SSD ~2 s + Potion ~10 s + EU 4000 steps ~20 s). The grid resumes, so a call cut
-# by EXPAND_SECONDS (560) finishes on the next call with the same RESULTS.
-# CPU smoke test (tiny settings, as run before the commit; see the README):
-#   OUT=/tmp/o RESULTS=/tmp/expand-c10 EXTRA="--only poison --expand 100" GRID_ARGS="recipe.steps=5
-#   'methods={ssd: {params: {alpha_scale: relative}, grid: {alpha: [20], lambda_ratio: [0.1]}}}'" bash ...
+# ~30 s each; the grid reuses them), 6 deletion sets x (SSD ~2 s + Potion ~10 s + EU 4000 steps ~20 s). The grid
+# resumes, so a call cut by EXPAND_SECONDS (560) finishes on the next call with the same RESULTS.
+# CPU smoke test, run before the commit (1 thread, CORRECTIVE_DATA_DIR with cifar10-jpeg.npz): both parts ran,
+# 607 s in all (a 5-step original in 62 s, the rankings 291 s, mostly ResNet-9's forward pass over 47,500 images on
+# one thread; 3 grid cells 313 s, the grid reusing the rankings):
+#   OUT=/tmp/o RESULTS=/tmp/expand-c10 EXPAND_SECONDS=1500 EXTRA="--only poison --expand 100" GRID_ARGS="recipe.steps=5
+#   'methods={ssd: {params: {alpha_scale: relative, importance_samples: 256}, grid: {alpha: [20], lambda_ratio:
+#   [0.1]}}}'" bash benchmarks/gpu_expand.sh
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=src CORRECTIVE_CACHE_DIR=${CORRECTIVE_CACHE_DIR:-/tmp/corrective-cache}
 OUT=${OUT:-/tmp/out}
