@@ -324,3 +324,18 @@ def test_correct_reports_what_ssd_did(synthetic):
     # alpha 0 selects every weight that S_f moves at all; 1e30 only those the data never moves (I_D == 0).
     assert total >= notes[0.0]["dampened_weights"] > notes[1e30]["dampened_weights"] >= 0
     assert notes[0.0]["importance_ratio"] == pytest.approx(notes[1e30]["importance_ratio"])
+
+
+def test_expand_adds_the_top_suspects_to_the_deletion_set(user_setting, probe):
+    from corrective_unlearning import suspects
+
+    model, data = user_setting
+    flagged = [0, 4, 8]
+    _, report = correct(model, data, flagged, method="probe", expand=5, ranking="embedding",
+                        validation=Blobs(20, 3), device="cpu")
+    found = suspects(model, data, flagged, ranking="embedding", k=5, device="cpu")
+    assert sorted(probe["forget"].tolist()) == sorted(flagged + found.indices.tolist())
+    assert report["flagged"] == 3 and report["deletion_set"] == 8 and report["suspects"]["added"] == 5
+    assert report["suspects"]["indices"] == found.indices.tolist()
+    with pytest.raises(ValueError, match="expand: expected a number of suspects >= 0"):
+        correct(model, data, flagged, method="probe", expand=-1, device="cpu")

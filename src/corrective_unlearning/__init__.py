@@ -5,13 +5,9 @@ the manipulated training data has been identified, and measure how well that wor
 """
 __version__ = "0.1.0"
 
-_LAZY = {"correct": "fix", "Correction": "fix", "write_report": "fix", "suspects": "suspects"}
+# Imported eagerly: the subpackage `suspects` would otherwise shadow the function of the same name once anything
+# imports it (the import system binds a subpackage to its parent's attribute on first import, not again later).
+from .fix import Correction, correct, write_report  # noqa: E402
+from .suspects import Suspects, suspects  # noqa: E402
 
-
-def __getattr__(name: str):
-    # torch loads only when the API is used: `corrective --help` and `--version` stay fast
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["Correction", "Suspects", "correct", "suspects", "write_report", "__version__"]

@@ -67,8 +67,9 @@ def cmd_train(args) -> int:
                     "total_seconds": time.time() - started},
         "environment": {**environment(), **runtime.describe()},
     })
-    _write_model(model, out / "model.safetensors", {"arch": config.model_name, "num_classes": dataset.num_classes,
-                                                     "in_channels": dataset.in_channels, "cache_key": info["cache_key"]})
+    _write_model(model, out / "model.safetensors", {
+        "arch": config.model_name, "num_classes": dataset.num_classes, "in_channels": dataset.in_channels,
+        "cache_key": info["cache_key"]})
     flagged = deletion_set(setting, args.flag)
     (out / "flagged.txt").write_text(
         f"# {len(flagged)} of the {len(setting.manipulated.manipulated)} manipulated samples ({args.flag:.0%} "

@@ -39,7 +39,8 @@ from collections import defaultdict
 
 ORIGINAL = "original"  # the method name of the original model's records (as in grid.ORIGINAL)
 # forget_set: a forget set's label (grid key forget_sets, rate 1.0); "" for rate-based cells and older records
-GROUP_KEYS = ("dataset", "model", "manipulation_variant", "n", "rate", "forget_set", "seed", "method")
+# expand: the top-K suspects added to S_f (grid key expand); 0 for cells without and for older records
+GROUP_KEYS = ("dataset", "model", "manipulation_variant", "n", "rate", "forget_set", "expand", "seed", "method")
 DEFAULT_MAX_VAL_DROP = 2.0
 
 WITHIN, FALLBACK, NO_REFERENCE = "within", "fallback", "no reference"
@@ -67,6 +68,8 @@ def _group_value(record: dict, key: str):
         return manipulation_variant(record)
     if key == "forget_set":
         return record.get("forget_set") or ""  # records written before forget sets existed: rate-based
+    if key == "expand":
+        return record.get("expand") or 0
     return record.get(key)
 
 

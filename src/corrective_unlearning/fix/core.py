@@ -88,7 +88,7 @@ def correct(
     stamp = triggered.to(runtime.device)
     suspects_report = None
     if expand:
-        flagged, suspects_report = _expand(original, data, flagged, expand, ranking, runtime)
+        flagged, suspects_report = _expand(original, data, bank, flagged, expand, ranking, runtime)
 
     labels = data.labels.clone()
     labels[val_idx] = data.val_labels  # the validation part of the bank carries its own labels
@@ -166,17 +166,19 @@ def _with_validation(data: TrainingData, validation, flagged: torch.Tensor, val_
     return data, val_idx, f"held out: {size} unflagged training samples (given labels), not trained on here"
 
 
-def _expand(original: nn.Module, data: TrainingData, flagged: torch.Tensor, k: int, ranking: str,
+def _expand(original: nn.Module, data: TrainingData, bank, flagged: torch.Tensor, k: int, ranking: str,
             runtime: Runtime) -> tuple[torch.Tensor, dict]:
-    from ..suspects import suspects
+    """The deletion set grown by the original's top-``k`` suspects, and what the ranking says about itself."""
+    from ..suspects import rank_suspects
 
-    found = suspects(original, data, flagged, ranking=ranking, k=k, candidates=data.train_idx, device=runtime.device)
-    added = torch.as_tensor(found.indices, dtype=torch.int64)
+    found = rank_suspects(original, bank, data.labels, flagged, data.train_idx, runtime,
+                          ranking=ranking, k=k, stamp=data.triggered)
+    added = found.indices.cpu()
     report = {"ranking": ranking, "k": k, "added": len(added), "indices": added.tolist(),
-              "scores": [float(s) for s in found.scores]}
+              "scores": [float(s) for s in found.scores], "self_check": found.self_check,
+              "weights": found.weights, "seconds": found.seconds}
     if data.true_labels is not None:  # a benchmark run: how many suspects really were manipulated
-        bad = data.true_labels[added] != data.labels[added]
-        report["manipulated_among_added"] = int(bad.sum())
+        report["manipulated_among_added"] = int((data.true_labels[added] != data.labels[added]).sum())
     return torch.sort(torch.cat([flagged, added])).values, report
 
 

@@ -81,10 +81,10 @@ def memorization_scores(name: str, setting, original: nn.Module, info: dict, run
 from . import confidence, curvature, heldout  # noqa: E402,F401  (registration)
 from .confidence import ConfidenceRecorder, recorded_confidence, remember_confidence  # noqa: E402
 from .curvature import curvature_scores, input_curvature  # noqa: E402
-from .entanglement import entanglement, entanglement_score, penultimate_embeddings  # noqa: E402
+from .entanglement import embeddings_and_logits, entanglement, entanglement_score, penultimate_embeddings  # noqa: E402
 from .heldout import finetune_on_validation, heldout_scores, symmetric_kl  # noqa: E402
 
-__all__ = ["PROXIES", "ConfidenceRecorder", "MissingProxyError", "Proxy", "curvature_scores", "entanglement",
-           "entanglement_score", "finetune_on_validation", "heldout_scores", "input_curvature",
+__all__ = ["PROXIES", "ConfidenceRecorder", "MissingProxyError", "Proxy", "curvature_scores", "embeddings_and_logits",
+           "entanglement", "entanglement_score", "finetune_on_validation", "heldout_scores", "input_curvature",
            "memorization_scores", "penultimate_embeddings", "proxy", "recorded_confidence", "remember_confidence",
            "symmetric_kl"]

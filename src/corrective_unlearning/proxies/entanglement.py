@@ -29,14 +29,25 @@ def penultimate_embeddings(model: nn.Module, bank: ImageBank, indices: torch.Ten
                            stamp: torch.Tensor | bool = False, batch_size: int | None = None) -> torch.Tensor:
     """The input of the last linear layer for ``bank[indices]`` (eval mode, unshuffled): float32 CPU ``[N, D]``,
     row ``k`` for ``indices[k]``. ``stamp`` as in :func:`~corrective_unlearning.evaluation.predict.logits`."""
+    return embeddings_and_logits(model, bank, indices, runtime, stamp, batch_size)[0]
+
+
+@torch.no_grad()
+def embeddings_and_logits(model: nn.Module, bank: ImageBank, indices: torch.Tensor, runtime,
+                          stamp: torch.Tensor | bool = False,
+                          batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(penultimate embeddings ``[N, D]``, the model's outputs ``[N, C]``) of ``bank[indices]`` from one
+    forward pass, both float32 on the CPU, row ``k`` for ``indices[k]``; as :func:`penultimate_embeddings`."""
     captured: list[torch.Tensor] = []
     hook = last_linear(model).register_forward_hook(
         lambda _module, inputs, _output: captured.append(inputs[0].detach().flatten(1).float().cpu()))
     try:
-        logits(model, bank, indices, runtime, stamp, batch_size)
+        outputs = logits(model, bank, indices, runtime, stamp, batch_size)
     finally:
         hook.remove()
-    return torch.cat(captured) if captured else torch.empty(0, last_linear(model).in_features)
+    if not captured:
+        return torch.empty(0, last_linear(model).in_features), outputs
+    return torch.cat(captured), outputs
 
 
 def entanglement_score(embeddings_retain: torch.Tensor, embeddings_forget: torch.Tensor) -> float:

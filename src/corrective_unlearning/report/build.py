@@ -447,7 +447,7 @@ def _shared_prices(records: list[dict]) -> dict[tuple, float]:
 
 def _deletion_set(record: dict) -> tuple:
     return (record.get("dataset"), record.get("model"), manipulation_variant(record), record.get("n"),
-            record.get("seed"), record.get("rate"), record.get("forget_set") or "")
+            record.get("seed"), record.get("rate"), record.get("forget_set") or "", record.get("expand") or 0)
 
 
 def complete_run(record: dict, prices: dict[tuple, float]) -> tuple[float, float] | None:

@@ -40,6 +40,7 @@ from ..methods import METHODS, Task
 from ..records import environment, write_json_atomic
 from ..references import DeletionSetReferences, clean_oracle_spec, deletion_set_references, train_clean_oracle
 from ..runtime import Runtime, Stopwatch
+from ..suspects.expansion import Expansions
 from .spec import ORIGINAL, Cell, GridConfig, TowConfig, setting_key
 from .store import ResultStore
 
@@ -134,7 +135,7 @@ def _deletion_set_references(setting, original, info, forget, task, tow: TowConf
 def _cell_fields(cell: Cell) -> dict:
     return {"cell": cell.id, "manipulation": cell.manipulation, "manipulation_variant": cell.variant,
             "n": cell.n, "seed": cell.seed, "rate": cell.rate, "forget_set": cell.forget_set,
-            "method": cell.method, "hparams": cell.hparams, "setting_index": cell.setting_index}
+            "method": cell.method, "hparams": cell.hparams, "setting_index": cell.setting_index, "expand": cell.expand}
 
 
 def evaluate_cell(model, setting: Setting, runtime: Runtime, forget: torch.Tensor | None) -> dict:
@@ -153,10 +154,12 @@ def evaluate_cell(model, setting: Setting, runtime: Runtime, forget: torch.Tenso
 
 
 def _run_cell(cell: Cell, setting, original, info, make_task: Callable[[], Task], forget, runtime, base,
-              references: Callable[[], DeletionSetReferences] | None = None) -> dict:
+              references: Callable[[], DeletionSetReferences] | None = None,
+              charge: Callable[[dict], None] | None = None) -> dict:
     """``references``: this deletion set's ToW references (grid option ``tow``), obtained before the method runs
     (their cost is never in ``method_seconds``); the ``original`` cell has no deletion set and no ToW: the original
-    model's ToW at each deletion set is ``original_tow_*`` in that deletion set's records."""
+    model's ToW at each deletion set is ``original_tow_*`` in that deletion set's records. ``charge``: books the
+    suspects that grew this deletion set (grid option ``expand``) on the cell's timings, as shared work."""
     record = {**base, **_cell_fields(cell), "started": time.time()}
     try:
         shared = {}
@@ -191,8 +194,10 @@ def _run_cell(cell: Cell, setting, original, info, make_task: Callable[[], Task]
             metrics.update(refs.metrics(u))
             record.update(tow={"accuracies": u}, references=refs.block())
             tow_timing = {"tow_eval_seconds": tow_clock.seconds}
-        record.update(status="ok", metrics=metrics, timings={"method_seconds": method_seconds,
-                                                             "eval_seconds": clock.seconds, **tow_timing, **shared})
+        timings = {"method_seconds": method_seconds, "eval_seconds": clock.seconds, **tow_timing, **shared}
+        if charge is not None and cell.method != ORIGINAL:
+            charge(timings)
+        record.update(status="ok", metrics=metrics, timings=timings)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as error:  # recorded, and the grid goes on
@@ -228,6 +233,7 @@ class _Original:
     base: dict | None = None
     clean_oracle: Callable[[], tuple] | None = None
     selector: ForgetSetSelector | None = None
+    expansions: Expansions | None = None  # the original's suspect rankings (grid option expand), once per rate
     error: str = ""
     traceback: str = ""
 
@@ -300,6 +306,19 @@ class Worker:
             cell_base = {**held.base, "forget_set_info": description}
         else:
             forget = deletion_set(setting, first.rate) if first.rate > 0 else None
+        charge = None
+        if first.expand:  # grown by the original's top-k suspects (grid key expand)
+            try:
+                forget, block = held.expansions.grow(forget, first.rate, first.expand, first.expand_ranking)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as error:  # e.g. cleanlab missing: this deletion set's cells fail
+                for cell in cells:
+                    yield cell, {**held.base, **_cell_fields(cell), "status": "failed", "traceback":
+                                 traceback.format_exc(), "error": f"suspects: {type(error).__name__}: {error}"}
+                return
+            cell_base = {**cell_base, "suspects": {"k": first.expand, **block}}
+            charge = functools.partial(held.expansions.charge, first.rate, first.expand, first.expand_ranking)
         # Built once per deletion set, on first use inside a cell: a task that cannot be built fails its cells.
         task = functools.cache(lambda: make_task(setting, original, forget, self.recipe, self.runtime, info))
         references = None
@@ -310,7 +329,8 @@ class Worker:
         for cell in cells:
             self._progress(cells, cell)
             _crash_hook(cell)
-            yield cell, _run_cell(cell, setting, original, info, task, forget, self.runtime, cell_base, references)
+            yield cell, _run_cell(cell, setting, original, info, task, forget, self.runtime, cell_base, references,
+                                  charge)
 
     def _original(self, cell: Cell) -> _Original:
         """The setting of ``cell`` with its original model: the one held, or built now (trained under the cache
@@ -338,7 +358,8 @@ class Worker:
             # the training split is embedded once per original, and only when an entanglement set needs it
             selector = ForgetSetSelector(setting, original, info, runtime, full_embeddings=any(
                 s.kind == "entanglement" for s in self.forget_specs.values())) if self.forget_specs else None
-            held = _Original(setting, original, info, base, _first_use(_once(oracle)), selector)
+            held = _Original(setting, original, info, base, _first_use(_once(oracle)), selector,
+                             expansions=Expansions(setting, original, runtime, key=info["cache_key"]))
         self._held = (key, held)
         return held
 

@@ -9,6 +9,12 @@ also gets RUM's ToW (SPEC 7, in percent) against two references, both cached (:m
 ``forget_sets: [{by: confidence, level: high, size: 600}, ...]`` (RUM's study; it replaces ``rates``) the deletion
 sets are chosen from the trained original over the whole training split (:mod:`..forget_sets`), not from S_m.
 Manipulation ``none`` (the clean training set, n = 0) is the setting of RUM's own study and needs forget sets.
+
+With ``expand: [0, 500]`` (default absent: ``[0]``) each rate also gets a deletion set grown by the original
+model's top-500 suspects (:mod:`..suspects`, ranked by ``expand_ranking``, default ``combined``): its cells' ids end
+in ``-expand500-combined`` (cells without expansion keep their ids), their records carry ``suspects: {k, ranking,
+precision, recall, ...}`` against the true S_m, and the ranking's cost is shared work of the rate
+(:class:`~corrective_unlearning.suspects.expansion.Expansions`).
 """
 from __future__ import annotations
 
@@ -62,6 +68,26 @@ class GridConfig(RunConfig):
     # [{by: confidence, level: high, size: 600}, {by: entanglement, level: low, size: 600}]; when present it
     # replaces ``rates`` (see corrective_unlearning.forget_sets).
     forget_sets: list | None = None
+    # Finding the rest (corrective_unlearning.suspects): per rate, deletion sets grown by the original model's top-K
+    # suspects, e.g. expand: [0, 500] (0 = S_f as identified); ranked by expand_ranking.
+    expand: list | None = None
+    expand_ranking: str = "combined"
+
+    def expand_sizes(self) -> list[int]:
+        """The ``expand`` entries, validated; [0] when absent."""
+        from ..suspects import ranking_names
+
+        sizes = [0] if self.expand is None else self.expand
+        if not isinstance(sizes, list) or not sizes or any(
+                isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in sizes) or len(set(sizes)) != len(sizes):
+            raise ConfigError(f"expand: expected a non-empty list of distinct integers >= 0 (0 = no expansion), "
+                              f"got {self.expand!r}")
+        if self.expand_ranking not in ranking_names():
+            raise ConfigError(f"expand_ranking: expected one of {ranking_names()}, got {self.expand_ranking!r}")
+        if self.forget_sets and any(sizes):
+            raise ConfigError("expand grows deletion sets drawn from S_m by a discovery rate; it does not apply to "
+                              "forget_sets")
+        return sorted(sizes)
 
     def forget_set_specs(self) -> list[ForgetSetSpec]:
         """The ``forget_sets`` entries, validated; [] for a rate-based grid."""
@@ -150,6 +176,7 @@ def load_grid_config(path: str | None, overrides: list[str]) -> GridConfig:
     for i, m in enumerate(config.manipulation_grids()):
         check_params(m.name, m.params, f"manipulations[{i}].params")
     config.tow_options()
+    config.expand_sizes()
     return config
 
 
@@ -168,6 +195,8 @@ class Cell:
     hparams: dict
     setting_index: int = 0  # position of ``hparams`` in the method's grid: selection ties go to grid order
     forget_set: str = ""  # a forget set's label (grid key forget_sets; rate 1.0), "" for a rate-based cell
+    expand: int = 0  # top-K suspects added to the deletion set (grid key expand); 0 = S_f as identified
+    expand_ranking: str = ""  # the ranking that chose them ("" when expand is 0)
 
     @property
     def variant(self) -> str:
@@ -184,7 +213,8 @@ class Cell:
         manipulation = f"{self.manipulation}-{_digest(self.params)}" if self.params else self.manipulation
         if self.forget_set:
             return f"{manipulation}-n{self.n}-seed{self.seed}-{self.forget_set}"
-        return f"{manipulation}-n{self.n}-seed{self.seed}-rate{self.rate:.2f}"
+        expanded = f"-expand{self.expand}-{self.expand_ranking}" if self.expand else ""  # 0: the ids of old
+        return f"{manipulation}-n{self.n}-seed{self.seed}-rate{self.rate:.2f}{expanded}"
 
     def manipulation_params(self) -> dict:
         return json.loads(self.params) if self.params else {}
@@ -204,9 +234,11 @@ def expand_cells(config: GridConfig) -> list[Cell]:
                     cells += [Cell(m.name, params, n, seed, 1.0, name, hp, i, spec.label)
                               for i, hp in enumerate(config.method_settings(name))]
             for rate in ([] if forget_sets else sorted(float(r) for r in config.rates)):
-                for name in config.methods:
-                    cells += [Cell(m.name, params, n, seed, rate, name, hp, i)
-                              for i, hp in enumerate(config.method_settings(name))]
+                for k in config.expand_sizes():
+                    ranking = config.expand_ranking if k else ""
+                    for name in config.methods:
+                        cells += [Cell(m.name, params, n, seed, rate, name, hp, i, "", k, ranking)
+                                  for i, hp in enumerate(config.method_settings(name))]
     return cells
 
 
@@ -220,7 +252,7 @@ def units(cells: list[Cell]) -> list[list[Cell]]:
     """The executors' units of work: the cells of one deletion set (in grid order), so a unit shares one task and
     its shared work (SSD's importances, SCRUB's teacher logits), and a crash loses at most one unit's unfinished
     cells. Units of one setting are contiguous: a worker that runs them one after the other keeps the original."""
-    key = lambda c: (*setting_key(c), c.rate, c.forget_set)  # noqa: E731
+    key = lambda c: (*setting_key(c), c.rate, c.forget_set, c.expand)  # noqa: E731
     return [list(group) for _, group in itertools.groupby(cells, key=key)]
 
 
