@@ -2,6 +2,8 @@
 public function's contract, and the grid's ``expand`` option."""
 from __future__ import annotations
 
+import csv
+
 import math
 
 import numpy as np
@@ -332,6 +334,14 @@ def test_grid_expand_grows_the_deletion_set_and_records_precision_and_recall(tmp
     # selection keeps expanded and plain cells apart
     assert group_key(plain[0]) != group_key(grown[0]) and group_key(grown[0]) == group_key(grown[1])
     assert run_grid(config, tmp_path / "out", progress=False) == []  # resumable
+    # the report gives the expanded cells their own line: the plain ssd row holds only the plain cell
+    from corrective_unlearning.report.build import build_report
+
+    build_report(tmp_path / "out")
+    rows = list(csv.DictReader(open(tmp_path / "out" / "report" / "cells.csv")))
+    assert sorted({r["method"] for r in rows}) == ["original", "ssd", "ssd +30 suspects"]
+    plain_rows = [r for r in rows if r["method"] == "ssd"]
+    assert len(plain_rows) == 2 and {r["cell"] for r in plain_rows} == {r["cell"] for r in plain}
 
 
 def test_expansions_rank_once_per_original_and_deletion_set(monkeypatch, synthetic, runtime):

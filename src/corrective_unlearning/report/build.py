@@ -98,7 +98,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None,
     below the original model's, in points."""
     results_dir = Path(results_dir)
     out = Path(out_dir) if out_dir is not None else results_dir / "report"
-    records = restore_grid_order(load_records(results_dir), results_dir)
+    records = [_expanded_as_method(r) for r in restore_grid_order(load_records(results_dir), results_dir)]
     if not records:
         raise ValueError(f"no records in {results_dir / 'records'}: run the grid with --out {results_dir} first")
     try:
@@ -149,12 +149,28 @@ def _unmarked(records: list[dict]) -> list[dict]:
              "guard": None, "selection_score": None} for r in records if r.get("status") == "ok"]
 
 
+def _expanded_as_method(record: dict) -> dict:
+    """A cell whose deletion set was grown by K suspects (grid option expand) is its own line in every table and
+    figure, ``<method> +K suspects``: averaging it with the plain cells of its rate would mix two deletion sets."""
+    k = record.get("expand") or 0
+    if not k or record.get("method") in (None, ORIGINAL):
+        return record
+    return {**record, "method": f"{record['method']} +{k} suspects", "base_method": record["method"]}
+
+
 def method_order(records: list[dict], results_dir: Path) -> list[str]:
-    """``original``, then the methods in the order of ``config.yaml`` (the grid's order), then any others A-Z."""
+    """``original``, then the methods in the order of ``config.yaml`` (the grid's order), each followed by its
+    expanded variants (``<method> +K suspects``, K ascending), then any others A-Z."""
     config = results_dir / "config.yaml"
     configured = list(read_yaml(config).get("methods") or []) if config.exists() else []
     present = {r.get("method") for r in records} - {None}
-    listed = [ORIGINAL, *configured]
+    variants = {}
+    for r in records:
+        if r.get("base_method"):
+            variants.setdefault(r["base_method"], set()).add((r["expand"], r["method"]))
+    listed = [ORIGINAL]
+    for name in configured:
+        listed += [name, *(label for _, label in sorted(variants.get(name, ())))]
     return [m for m in listed if m in present] + sorted(present - set(listed))
 
 
