@@ -14,7 +14,7 @@ from torch import nn
 
 from corrective_unlearning.models import create_model
 from corrective_unlearning.suspects import (Features, RANKINGS, Suspects, average_ranks, features_of, rank_features,
-                                            ranking_names, self_check, self_check_weight, suspects)
+                                            self_check, self_check_weight, suspects)
 from corrective_unlearning.suspects.gradient import last_layer_gradients
 from corrective_unlearning.training import ImageBank
 

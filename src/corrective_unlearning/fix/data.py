@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -348,7 +347,3 @@ def load_model(path: str | Path, arch: str, num_classes: int, in_channels: int) 
         raise ValueError(f"{path} does not fit a {arch} with {num_classes} classes and {in_channels} input "
                          f"channel(s): {str(error).splitlines()[0]} ... (check --arch and the data)") from error
     return model
-
-
-def finite(value: float) -> float | None:
-    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
