@@ -90,7 +90,7 @@ def test_flipped_rows_are_exactly_the_changed_predictions(user_setting):
         changed = torch.nonzero(model(data.images).argmax(1) != fixed(data.images).argmax(1)).flatten().tolist()
     rows = report["flipped"]["rows"]
     assert [r["index"] for r in rows] == changed and report["flipped"]["training_samples"] == len(changed)
-    assert all(r["flagged"] == (r["index"] in range(0, 40, 4)) for r in rows)
+    assert all(r["in_deletion_set"] == (r["index"] in range(0, 40, 4)) for r in rows)
 
 
 # ---------------------------------------------------------------------------------------------------- bad input
@@ -337,5 +337,10 @@ def test_expand_adds_the_top_suspects_to_the_deletion_set(user_setting, probe):
     assert sorted(probe["forget"].tolist()) == sorted(flagged + found.indices.tolist())
     assert report["flagged"] == 3 and report["deletion_set"] == 8 and report["suspects"]["added"] == 5
     assert report["suspects"]["indices"] == found.indices.tolist()
+    # accuracies of the flagged samples stay those of the user's flagged ones; the suspects get their own
+    assert report["flagged"] == 3 and "added_acc_given" in report["before"]
+    with torch.no_grad():
+        given = model(data.images[flagged]).argmax(1) == data.labels[flagged]
+    assert report["before"]["flagged_acc_given"] == pytest.approx(100.0 * float(given.double().mean()))
     with pytest.raises(ValueError, match="expand: expected a number of suspects >= 0"):
         correct(model, data, flagged, method="probe", expand=-1, device="cpu")

@@ -86,9 +86,10 @@ def correct(
     bank = data.bank(runtime)
     triggered = data.triggered if data.triggered is not None else torch.zeros(len(data.labels), dtype=torch.bool)
     stamp = triggered.to(runtime.device)
-    suspects_report = None
+    suspects_report, added = None, torch.empty(0, dtype=torch.int64)
     if expand:
-        flagged, suspects_report = _expand(original, data, bank, flagged, expand, ranking, runtime)
+        added, suspects_report = _expand(original, data, bank, flagged, expand, ranking, runtime)
+    user_flagged, flagged = flagged, torch.sort(torch.cat([flagged, added])).values
 
     labels = data.labels.clone()
     labels[val_idx] = data.val_labels  # the validation part of the bank carries its own labels
@@ -114,11 +115,11 @@ def correct(
         "requested_method": method, "method": chosen_method, "hparams": chosen_hparams, "method_notes": notes,
         "candidates": candidates, "max_val_drop": max_val_drop if method == "auto" else None,
         "seconds": clock.seconds, "data": data.description, "num_classes": outputs,
-        "flagged": len(flagged) - (suspects_report["added"] if suspects_report else 0),
+        "flagged": len(user_flagged),
         "deletion_set": len(flagged), "suspects": suspects_report,
         "validation": {"size": len(val_idx), "source": val_source},
         "original_scores": original_scores,
-        **_comparison(original, corrected, data, bank, flagged, val_idx, stamp, runtime, outputs),
+        **_comparison(original, corrected, data, bank, user_flagged, added, val_idx, stamp, runtime, outputs),
     }
     if data.setting is not None:
         from ..experiment import evaluate
@@ -168,7 +169,7 @@ def _with_validation(data: TrainingData, validation, flagged: torch.Tensor, val_
 
 def _expand(original: nn.Module, data: TrainingData, bank, flagged: torch.Tensor, k: int, ranking: str,
             runtime: Runtime) -> tuple[torch.Tensor, dict]:
-    """The deletion set grown by the original's top-``k`` suspects, and what the ranking says about itself."""
+    """The original's top-``k`` suspects, and what the ranking says about itself."""
     from ..suspects import rank_suspects
 
     found = rank_suspects(original, bank, data.labels, flagged, data.train_idx, runtime,
@@ -179,40 +180,46 @@ def _expand(original: nn.Module, data: TrainingData, bank, flagged: torch.Tensor
               "weights": found.weights, "seconds": found.seconds}
     if data.true_labels is not None:  # a benchmark run: how many suspects really were manipulated
         report["manipulated_among_added"] = int((data.true_labels[added] != data.labels[added]).sum())
-    return torch.sort(torch.cat([flagged, added])).values, report
+    return added, report
 
 
 def _comparison(original: nn.Module, corrected: nn.Module, data: TrainingData, bank, flagged: torch.Tensor,
-                val_idx: torch.Tensor, stamp: torch.Tensor, runtime: Runtime, num_classes: int) -> dict:
-    """Accuracies before and after (flagged samples with given and, when known, true labels; validation overall
-    and per class) and every training sample whose prediction changed."""
+                added: torch.Tensor, val_idx: torch.Tensor, stamp: torch.Tensor, runtime: Runtime, num_classes: int
+                ) -> dict:
+    """Accuracies before and after (the flagged samples and the suspects ``added`` to them, each with given and,
+    when known, true labels; validation overall and per class) and every training sample whose prediction
+    changed."""
     train_idx = data.train_idx
     idx = torch.cat([train_idx, val_idx])
     before = predict(original, bank, idx, runtime, stamp[idx.to(stamp.device)])
     after = predict(corrected, bank, idx, runtime, stamp[idx.to(stamp.device)])
     n_train = len(train_idx)
     position = {int(i): p for p, i in enumerate(train_idx.tolist())}
-    at_flagged = torch.tensor([position[int(i)] for i in flagged])
     val_labels = data.labels[val_idx]
 
-    def summary(pred: torch.Tensor) -> dict:
-        fp, vp = pred[at_flagged], pred[n_train:]
-        out = {"flagged_acc_given": _pct(fp == data.labels[flagged]), "val_acc": _pct(vp == val_labels),
-               "per_class_val_acc": [_pct(vp[val_labels == c] == c) if bool((val_labels == c).any()) else None
-                                     for c in range(num_classes)]}
+    def accuracies(pred: torch.Tensor, indices: torch.Tensor, name: str) -> dict:
+        p = pred[torch.tensor([position[int(i)] for i in indices], dtype=torch.int64)]
+        out = {f"{name}_acc_given": _pct(p == data.labels[indices])}
         if data.true_labels is not None:
-            out["flagged_acc_true"] = _pct(fp == data.true_labels[flagged])
+            out[f"{name}_acc_true"] = _pct(p == data.true_labels[indices])
         return out
 
+    def summary(pred: torch.Tensor) -> dict:
+        vp = pred[n_train:]
+        return {**accuracies(pred, flagged, "flagged"), **(accuracies(pred, added, "added") if len(added) else {}),
+                "val_acc": _pct(vp == val_labels),
+                "per_class_val_acc": [_pct(vp[val_labels == c] == c) if bool((val_labels == c).any()) else None
+                                      for c in range(num_classes)]}
+
     changed = torch.nonzero(before[:n_train] != after[:n_train]).flatten()
-    is_flagged = torch.isin(train_idx[changed], flagged)
+    is_flagged = torch.isin(train_idx[changed], torch.cat([flagged, added]))
     flips = [{"index": int(train_idx[p]), "given_label": int(data.labels[train_idx[p]]),
               **({"true_label": int(data.true_labels[train_idx[p]])} if data.true_labels is not None else {}),
-              "before": int(before[p]), "after": int(after[p]), "flagged": bool(f)}
+              "before": int(before[p]), "after": int(after[p]), "in_deletion_set": bool(f)}
              for p, f in zip(changed.tolist(), is_flagged.tolist())]
     return {"before": summary(before), "after": summary(after),
-            "flipped": {"training_samples": len(flips), "flagged": int(is_flagged.sum()),
-                        "unflagged": int((~is_flagged).sum()), "rows": flips}}
+            "flipped": {"training_samples": len(flips), "in_deletion_set": int(is_flagged.sum()),
+                        "outside": int((~is_flagged).sum()), "rows": flips}}
 
 
 def _pct(hits: torch.Tensor) -> float | None:

@@ -57,7 +57,7 @@ def save_model(result: Correction, path: Path, model_info: dict) -> Path:
 
 
 def _write_flips(rows: list[dict], path: Path) -> None:
-    columns = ["index", "given_label", "true_label", "before", "after", "flagged"]
+    columns = ["index", "given_label", "true_label", "before", "after", "in_deletion_set"]
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=[c for c in columns if not rows or c in rows[0]])
         writer.writeheader()
@@ -74,6 +74,10 @@ def _accuracy_rows(report: dict) -> list[tuple[str, float | None, float | None]]
             ("flagged samples: agreement with their given labels", b["flagged_acc_given"], a["flagged_acc_given"])]
     if "flagged_acc_true" in b:
         rows.append(("flagged samples: accuracy on their true labels", b["flagged_acc_true"], a["flagged_acc_true"]))
+    if "added_acc_given" in b:
+        rows.append(("added suspects: agreement with their given labels", b["added_acc_given"], a["added_acc_given"]))
+    if "added_acc_true" in b:
+        rows.append(("added suspects: accuracy on their true labels", b["added_acc_true"], a["added_acc_true"]))
     bench = report.get("benchmark")
     if bench:
         names = {"test_acc": "test accuracy (clean images)", "utility_acc": "utility (test data outside D_m)",
@@ -96,7 +100,8 @@ def render_markdown(report: dict, figures: list) -> str:
         s = report["suspects"]
         known = (f", of which {s['manipulated_among_added']} really were manipulated"
                  if "manipulated_among_added" in s else "")
-        lines.append(f"- expansion: {s['added']} suspects added by the `{s['ranking']}` ranking{known}")
+        lines.append(f"- expansion: {s['added']} suspects added by the `{s['ranking']}` ranking{known} (ranked in "
+                     f"{s['seconds']:.1f} s, not counted in the time below)")
     lines.append(f"- validation: {report['validation']['size']} samples, {report['validation']['source']}")
     lines.append(f"- time: {report['seconds']:.1f} s" + (" (every candidate of auto)" if requested == "auto" else ""))
     lines += ["", "## Before and after", "", "| | before | after | change |", "|---|---|---|---|"]
@@ -104,8 +109,8 @@ def render_markdown(report: dict, figures: list) -> str:
         change = None if before is None or after is None else after - before
         lines.append(f"| {label} | {_fmt(before)} | {_fmt(after)} | {'' if change is None else f'{change:+.1f}'} |")
     flips = report["flipped"]
-    lines += ["", f"Predictions changed on {flips['training_samples']} training samples: {flips['flagged']} flagged, "
-              f"{flips['unflagged']} not flagged (every one in `flipped.csv`).", ""]
+    lines += ["", f"Predictions changed on {flips['training_samples']} training samples: {flips['in_deletion_set']} in "
+              f"the deletion set, {flips['outside']} outside it (every one in `flipped.csv`).", ""]
     lines += ["## Per-class validation accuracy", "", "| class | before | after | change |", "|---|---|---|---|"]
     for c, (before, after) in enumerate(zip(report["before"]["per_class_val_acc"],
                                             report["after"]["per_class_val_acc"])):
