@@ -207,6 +207,9 @@ def test_flagged_files_in_every_format(tmp_path):
         read_flagged(tmp_path / "bad.json")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_flagged(tmp_path / "missing.txt")
+    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00\x81")
+    with pytest.raises(ValueError, match="binary.txt is not a text file"):
+        read_flagged(tmp_path / "binary.txt")
 
 
 def test_model_files_load_and_pickled_code_is_refused(tmp_path):
@@ -224,6 +227,9 @@ def test_model_files_load_and_pickled_code_is_refused(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"not a tensor file")
     with pytest.raises(ValueError, match="not a readable safetensors file"):
         load_model(tmp_path / "junk.safetensors", "small_cnn", 4, 3)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.pt is not a readable model file"):
+        load_model(tmp_path / "junk.pt", "small_cnn", 4, 3)
 
 
 def test_corrective_fix_end_to_end_on_a_benchmark_run(tmp_path, capsys):

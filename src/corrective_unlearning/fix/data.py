@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -234,7 +235,10 @@ def read_flagged(path: str | Path) -> list[int]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"flagged file {path} does not exist")
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a text file: expected one index per line, CSV or JSON") from None
     if path.suffix == ".json":
         try:
             data = json.loads(text)
@@ -328,6 +332,9 @@ def load_model(path: str | Path, arch: str, num_classes: int, in_channels: int) 
         except (SafetensorError, OSError, ValueError) as error:
             raise ValueError(f"{path} is not a readable safetensors file: {error}") from error
     else:
+        if not _looks_like_checkpoint(path):
+            raise ValueError(f"{path} is not a readable model file: expected safetensors (.safetensors) or a PyTorch "
+                             f"checkpoint written by torch.save (a zip archive or a pickle)")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # pickle errors come in many types; all mean the same here
@@ -347,3 +354,10 @@ def load_model(path: str | Path, arch: str, num_classes: int, in_channels: int) 
         raise ValueError(f"{path} does not fit a {arch} with {num_classes} classes and {in_channels} input "
                          f"channel(s): {str(error).splitlines()[0]} ... (check --arch and the data)") from error
     return model
+
+
+def _looks_like_checkpoint(path: Path) -> bool:
+    """torch.save writes a zip archive (or, in its legacy format, a pickle starting with the protocol byte)."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return zipfile.is_zipfile(path) or head[:1] == b"\x80"
