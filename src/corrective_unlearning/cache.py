@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from .data.locate import cache_dir
-from .records import write_json_atomic
+from .records import file_sha256, model_weights, write_json_atomic, write_safetensors_atomic
 
 CACHE_FORMAT = 1
 
@@ -33,10 +32,6 @@ def cache_key(spec: dict) -> str:
         raise ValueError("a cache key must include the seed")
     canonical = json.dumps({"format": CACHE_FORMAT, **spec}, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:24]
-
-
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 class ModelCache:
@@ -58,7 +53,7 @@ class ModelCache:
             meta = json.loads(sidecar.read_text())
             if meta.get("key") != key:
                 raise ValueError(f"sidecar key {meta.get('key')!r} does not match {key!r}")
-            if meta.get("weights_sha256") != _file_sha256(weights):
+            if meta.get("weights_sha256") != file_sha256(weights):
                 raise ValueError("weights checksum does not match the sidecar")
             model.load_state_dict(load_file(weights, device="cpu"), strict=True)
         except Exception as error:  # any damage means: retrain, and say so
@@ -68,12 +63,8 @@ class ModelCache:
 
     def save(self, key: str, model: nn.Module, meta: dict) -> None:
         weights, sidecar = self.paths(key)
-        self.root.mkdir(parents=True, exist_ok=True)
-        partial = weights.with_name(weights.name + ".part")
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, partial)
-        os.replace(partial, weights)
-        write_json_atomic(sidecar, {**meta, "key": key, "weights_sha256": _file_sha256(weights)})
+        digest = write_safetensors_atomic(weights, model_weights(model))
+        write_json_atomic(sidecar, {**meta, "key": key, "weights_sha256": digest})
 
     # ------------------------------------------------------------------------------- per-example scores
     def scores_path(self, key: str) -> Path:
@@ -123,10 +114,7 @@ class ModelCache:
         tensors.update({name: t.detach().float().contiguous().cpu() for name, t in scores.items()})
         metadata.update({f"params/{name}": json.dumps(p, sort_keys=True, default=str)
                          for name, p in (params or {}).items()})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".part")
-        save_file(tensors, partial, metadata=metadata)
-        os.replace(partial, path)
+        write_safetensors_atomic(path, tensors, metadata)
         return path
 
     @staticmethod

@@ -79,11 +79,9 @@ def cmd_train(args) -> int:
 
 
 def _write_model(model, path: Path, meta: dict) -> None:
-    from safetensors.torch import save_file
+    from .records import model_weights, write_json_atomic, write_safetensors_atomic
 
-    from .records import write_json_atomic
-
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(path))
+    write_safetensors_atomic(path, model_weights(model))
     write_json_atomic(path.with_suffix(".json"), meta)
 
 
@@ -92,6 +90,7 @@ def cmd_fix(args) -> int:
     from tqdm.auto import tqdm
 
     from .fix import correct, load_model, read_flagged, training_data, write_report
+    from .fix.report import before_after
     from .runtime import Runtime
 
     runtime = Runtime.create(args.device or "auto", progress=not args.quiet)
@@ -135,20 +134,6 @@ def _sidecar(model_path: str) -> dict:
         return {}
 
 
-def before_after(report: dict) -> str:
-    from .fix.report import _accuracy_rows
-
-    rows = _accuracy_rows(report)
-    width = max(len(r[0]) for r in rows)
-    lines = [f"{report['method']} {report['hparams']} in {report['seconds']:.1f} s",
-             f"{'':{width}s}  before   after"]
-    for label, before, after in rows:
-        lines.append(f"{label:{width}s}  {_pct(before)}  {_pct(after)}")
-    return "\n".join(lines)
-
-
-def _pct(value) -> str:
-    return "   n/a" if value is None else f"{value:6.1f}"
 
 
 def cmd_methods(_args) -> int:

@@ -1,6 +1,7 @@
 """Run records: one JSON file per run, written atomically, with the environment that produced it."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -40,6 +41,28 @@ def write_json_atomic(path: str | Path, data: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(temporary, path)
+
+
+def model_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict as contiguous CPU tensors, ready for safetensors."""
+    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+
+
+def write_safetensors_atomic(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> str:
+    """Write ``tensors`` as safetensors to a partial file, then rename: a reader never sees half a file. Returns
+    the written file's sha256."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    save_file(tensors, str(partial), metadata=metadata)
+    os.replace(partial, path)
+    return file_sha256(path)
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def environment() -> dict:

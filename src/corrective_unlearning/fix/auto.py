@@ -29,17 +29,16 @@ CANDIDATES: dict[str, dict] = {
 }
 
 
-def candidate_settings(overrides: dict | None = None, candidates: dict | None = None) -> list[tuple[str, dict]]:
+def candidate_settings(overrides: dict | None = None) -> list[tuple[str, dict]]:
     """(method, hparams) for every point of every candidate's search space; ``overrides`` maps a method to fixed
     hparams (e.g. ``{"rem": {"steps": 300}}``) applied to all its points."""
     overrides = dict(overrides or {})
-    candidates = CANDIDATES if candidates is None else candidates
-    unknown = sorted(set(overrides) - set(candidates))
+    unknown = sorted(set(overrides) - set(CANDIDATES))
     if unknown:
-        raise ValueError(f"hparams for method auto: expected a mapping from candidate method ({', '.join(candidates)})"
+        raise ValueError(f"hparams for method auto: expected a mapping from candidate method ({', '.join(CANDIDATES)})"
                          f" to its fixed hyperparameters, got key(s) {unknown}")
     settings = []
-    for name, space in candidates.items():
+    for name, space in CANDIDATES.items():
         for point in expand_grid(space.get("grid", {})):
             hparams = {**space.get("params", {}), **point, **overrides.get(name, {})}
             METHODS.get(name).resolve(hparams)  # unknown hyperparameters fail before anything runs
@@ -88,7 +87,3 @@ def _choose(rows: list[dict], original_scores: dict, max_val_drop: float) -> int
         if record["guarded"]:
             chosen = i
     return chosen
-
-
-def describe_candidates() -> str:
-    return "; ".join(f"{name} {space.get('grid', {})}" for name, space in CANDIDATES.items())

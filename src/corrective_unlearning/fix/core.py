@@ -79,11 +79,10 @@ def correct(
         raise ValueError(f"flagged: {len(not_trained)} index(es) are not training samples of {data.description} "
                          f"(e.g. {not_trained[:5].tolist()}: its validation split)")
     data, val_idx, val_source = _with_validation(data, validation, flagged, val_size, seed)
-    outputs = check_model(model, data.images, max(data.num_classes, int(data.val_labels.max()) + 1), data.mean,
-                          data.std)
+    bank = data.bank(runtime)
+    outputs = check_model(model, bank, max(data.num_classes, int(data.val_labels.max()) + 1))
 
     original = runtime.prepare(copy.deepcopy(model)).eval()
-    bank = data.bank(runtime)
     triggered = data.triggered if data.triggered is not None else torch.zeros(len(data.labels), dtype=torch.bool)
     stamp = triggered.to(runtime.device)
     suspects_report, added = None, torch.empty(0, dtype=torch.int64)

@@ -283,9 +283,9 @@ def _index(value, path: Path, where: str) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------- model
-def check_model(model: nn.Module, images: torch.Tensor, num_classes: int, mean, std) -> int:
-    """The model's number of outputs, after checking that its weights are finite and that it maps one training
-    image to one score per class (at least ``num_classes``)."""
+def check_model(model: nn.Module, bank: ImageBank, num_classes: int) -> int:
+    """The model's number of outputs, after checking that its weights are finite and that it maps the first
+    images of ``bank`` (normalised as in training) to one score per class (at least ``num_classes``)."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"model: expected a torch.nn.Module classifier, got {type(model).__name__}")
     bad = [name for name, t in list(model.named_parameters()) + list(model.named_buffers())
@@ -294,9 +294,7 @@ def check_model(model: nn.Module, images: torch.Tensor, num_classes: int, mean, 
         raise ValueError(f"model: {len(bad)} tensor(s) hold NaN or infinite values (e.g. {bad[:3]}); expected "
                          f"finite weights (was the model saved after its training diverged?)")
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    x = images[:2].to(device)
-    x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
-    x = (x - torch.tensor(mean, device=device).view(1, -1, 1, 1)) / torch.tensor(std, device=device).view(1, -1, 1, 1)
+    x = bank.batch(torch.arange(min(2, len(bank)))).to(device)
     was_training = model.training
     model.eval()
     try:

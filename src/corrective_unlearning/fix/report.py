@@ -3,8 +3,6 @@ report), ``report.md`` with PNG figures, and ``flipped.csv`` (every training sam
 from __future__ import annotations
 
 import csv
-import hashlib
-import os
 from pathlib import Path
 
 import matplotlib
@@ -12,9 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
 
-from ..records import environment, write_json_atomic  # noqa: E402
+from ..records import environment, model_weights, write_json_atomic, write_safetensors_atomic  # noqa: E402
 from .core import Correction  # noqa: E402
 
 DPI = 120
@@ -43,11 +40,7 @@ def write_report(result: Correction, out: str | Path, model_info: dict | None = 
 
 def save_model(result: Correction, path: Path, model_info: dict) -> Path:
     """The corrected weights as safetensors (written then renamed) and a JSON sidecar beside them."""
-    state = {k: v.detach().contiguous().cpu() for k, v in result.model.state_dict().items()}
-    partial = path.with_name(path.name + ".part")
-    save_file(state, str(partial))
-    os.replace(partial, path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = write_safetensors_atomic(path, model_weights(result.model))
     r = result.report
     write_json_atomic(path.with_suffix(".json"), {
         **model_info, "weights_sha256": digest, "num_classes": r["num_classes"], "method": r["method"],
@@ -87,6 +80,19 @@ def _accuracy_rows(report: dict) -> list[tuple[str, float | None, float | None]]
         rows += [(label, bench["before"].get(key), bench["after"].get(key)) for key, label in names.items()
                  if key in bench["before"]]
     return rows
+
+
+def before_after(report: dict) -> str:
+    """The before/after accuracies as a plain-text table (what ``corrective fix`` prints)."""
+    rows = _accuracy_rows(report)
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{report['method']} {report['hparams']} in {report['seconds']:.1f} s", f"{'':{width}s}  before   after"]
+    lines += [f"{label:{width}s}  {_pct(before)}  {_pct(after)}" for label, before, after in rows]
+    return "\n".join(lines)
+
+
+def _pct(value) -> str:
+    return "   n/a" if value is None else f"{value:6.1f}"
 
 
 def render_markdown(report: dict, figures: list) -> str:
