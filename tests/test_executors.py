@@ -232,9 +232,11 @@ def test_a_dead_ray_actor_is_replaced_and_its_cells_retried(tmp_path, ray_instan
 def test_a_worker_that_cannot_start_stops_the_run_with_the_reason(tmp_path, executor, request):
     if executor == "ray":
         request.getfixturevalue("ray_instance")
-    config = load_grid_config(str(_config(tmp_path, dataset={"name": "cifar10", "data_dir": str(tmp_path / "none")},
+    # CIFAR-100: nowhere on the search path, even where $CORRECTIVE_DATA_DIR holds CIFAR-10 (as in CI, and as Ray's
+    # workers inherit it from the session's environment)
+    config = load_grid_config(str(_config(tmp_path, dataset={"name": "cifar100", "data_dir": str(tmp_path / "none")},
                                           seeds=[0])), [])
     with pytest.raises(RuntimeError, match="could not start|failed outside a cell") as caught:
         run_grid(config, tmp_path / "out", progress=False, executor=executor, workers=2)
-    assert "DataNotFoundError" in str(caught.value) and "cifar-10-batches-py" in str(caught.value)
+    assert "DataNotFoundError" in str(caught.value) and "cifar-100-python" in str(caught.value)
     assert not list((tmp_path / "out" / "records").glob("*.json"))
