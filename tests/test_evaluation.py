@@ -73,6 +73,8 @@ def _reference_metrics(setting, model, forget=None):
         ref["affected_nontarget_acc"] = _pct(trig[i] == y[i] for i in range(n_test) if y[i] != target)
         ref["attack_success"] = _pct(trig[i] == target for i in range(n_test) if y[i] != target)
         ref["utility_acc"] = ref["test_acc"]
+        # the backdoor field's names: C-Acc, ASR, RA
+        ref["c_acc"], ref["asr"], ref["ra"] = ref["test_acc"], ref["attack_success"], ref["affected_nontarget_acc"]
     else:
         a, b = m.params["pair"]
         ref["affected_acc"] = _pct(clean[i] == y[i] for i in range(n_test) if y[i] in (a, b))

@@ -6,9 +6,10 @@ import torch
 
 from corrective_unlearning.data import stratified_split
 from corrective_unlearning.data.tensors import from_tensors
-from corrective_unlearning.manipulations import MANIPULATIONS, Trigger, index_hash, manipulate
+from corrective_unlearning.manipulations import MANIPULATIONS, index_hash, manipulate
 from corrective_unlearning.manipulations.interclass import resolve_pair
 from corrective_unlearning.training import ImageBank
+from corrective_unlearning.triggers.patch import Patch as Trigger
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -62,10 +63,17 @@ def test_trigger_positions_sizes_values(position, rows, cols):
     assert torch.equal(stamped, expected)
 
 
+def pixels_through_bank(images: torch.Tensor, trigger, mask) -> torch.Tensor:
+    """What an ImageBank renders, back on the 0-255 scale (mean 0, std 1/255 undo its normalisation)."""
+    bank = ImageBank(images, (0.0,) * images.shape[1], (1 / 255,) * images.shape[1], torch.device("cpu"), trigger,
+                     channels_last=False)
+    return bank.batch(torch.arange(len(images)), mask).round().to(torch.uint8)
+
+
 def test_trigger_stamp_respects_a_mask():
     images = torch.full((4, 1, 6, 6), 7, dtype=torch.uint8)
     mask = torch.tensor([True, False, False, True])
-    stamped = Trigger().stamp(images, mask)
+    stamped = pixels_through_bank(images, Trigger(), mask)
     assert (stamped[mask][:, :, 3:, 3:] == 255).all()
     assert torch.equal(stamped[~mask], images[~mask])
     assert torch.equal(stamped[mask][:, :, :3, :], images[mask][:, :, :3, :])
@@ -74,7 +82,7 @@ def test_trigger_stamp_respects_a_mask():
 def test_checkerboard_trigger_alternates_value_and_black_from_its_corners():
     images = torch.full((2, 1, 6, 6), 9, dtype=torch.uint8)
     mask = torch.tensor([False, True])
-    stamped = Trigger(pattern="checkerboard", position="top-left").stamp(images, mask)
+    stamped = pixels_through_bank(images, Trigger(pattern="checkerboard", position="top-left"), mask)
     expected = torch.tensor([[255, 0, 255], [0, 255, 0], [255, 0, 255]], dtype=torch.uint8)
     assert torch.equal(stamped[1, 0, :3, :3], expected)
     assert torch.equal(stamped[0], images[0]) and torch.equal(stamped[1, 0, 3:], images[1, 0, 3:])

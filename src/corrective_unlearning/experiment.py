@@ -1,6 +1,7 @@
 """The corrective setting end to end: data -> split -> manipulation -> original model (cached) -> metrics."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +18,7 @@ from .proxies.confidence import RECORDED as RECORDED_CONFIDENCE
 from .proxies.confidence import ConfidenceRecorder, remember_confidence
 from .runtime import Runtime
 from .training import ImageBank, Recipe, train
+from .training.recipe import DEFAULT_MODELS, default_recipe
 
 
 @dataclass
@@ -59,14 +61,25 @@ def build_setting(
     if val_size is None:
         val_size = default_val_size(len(dataset.train_labels))
     train_idx, val_idx = stratified_split(dataset.train_labels, val_size, seed)
-    manipulated = manipulate(manipulation, dataset, train_idx, n, seed, **params)
+    surrogate = functools.partial(clean_surrogate, dataset, seed, runtime, val_size)
+    manipulated = manipulate(manipulation, dataset, train_idx, n, seed, surrogate=surrogate, **params)
+    trigger = manipulated.trigger
 
-    def bank(images: torch.Tensor) -> ImageBank:
-        return ImageBank(images, dataset.mean, dataset.std, runtime.device, manipulated.trigger,
-                         runtime.channels_last)
+    def bank(images: torch.Tensor, trigger) -> ImageBank:
+        return ImageBank(images, dataset.mean, dataset.std, runtime.device, trigger, runtime.channels_last)
 
     return Setting(dataset=dataset, train_idx=train_idx, val_idx=val_idx, manipulated=manipulated, seed=seed,
-                   train_bank=bank(dataset.train_images), test_bank=bank(dataset.test_images))
+                   train_bank=bank(dataset.train_images, trigger),
+                   test_bank=bank(dataset.test_images, trigger and trigger.for_test()))
+
+
+def clean_surrogate(dataset: ImageDataset, seed: int, runtime: Runtime, val_size: int) -> nn.Module:
+    """A model trained by recipe A on the clean training split (the dataset's default model), cached like an
+    original: what a clean-label attacker trains to craft its perturbations against."""
+    setting = build_setting(dataset, "none", 0, seed, runtime, val_size)
+    model, _ = train_original(setting, DEFAULT_MODELS.get(dataset.name, "resnet9"), default_recipe(dataset.name),
+                              runtime)
+    return model
 
 
 def new_model(setting: Setting, model_name: str, seed: int, runtime: Runtime) -> nn.Module:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..triggers import attack_labels
 from ..runtime import Runtime
 from .predict import predict
 
@@ -28,6 +29,25 @@ def accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> float:
     if len(labels) == 0:
         return float("nan")
     return 100.0 * float((predicted == labels).double().mean())
+
+
+def backdoor_metrics(triggered_predictions: torch.Tensor, test_labels: torch.Tensor, nontarget: torch.Tensor,
+                     target: int | str, num_classes: int) -> dict[str, float]:
+    """The backdoor field's ASR and RA over the triggered test images outside the target class (all of them for
+    an all-to-all attack): ASR predicted as the attack's label for them (the target, or y + 1 mod C), RA predicted
+    as their true label. ``attack_success`` is ASR's earlier name, kept for the records already written."""
+    wanted = attack_labels(test_labels[nontarget], target, num_classes)
+    predicted = triggered_predictions[nontarget]
+    asr = accuracy(predicted, wanted)
+    return {"attack_success": asr, "asr": asr, "ra": accuracy(predicted, test_labels[nontarget])}
+
+
+def defense_effectiveness(before: dict, after: dict) -> float:
+    """BackdoorBench's DER = [max(0, ASR_before - ASR_after) - max(0, C-Acc_before - C-Acc_after) + 1] / 2, from
+    percentages: 1 = the attack removed at no accuracy cost, 0.5 = nothing changed, 0 = worst."""
+    asr_drop = max(0.0, (before["asr"] - after["asr"]) / 100.0)
+    acc_drop = max(0.0, (before["c_acc"] - after["c_acc"]) / 100.0)
+    return (asr_drop - acc_drop + 1.0) / 2.0
 
 
 def collect_predictions(model: nn.Module, setting, runtime: Runtime) -> Predictions:
@@ -55,10 +75,10 @@ def compute_metrics(setting, predictions: Predictions, forget: torch.Tensor | No
     for name, view in m.test_views.items():
         preds = predictions.test_triggered if view.triggered else predictions.test_clean
         metrics[f"{name}_acc"] = accuracy(preds[view.indices], test_labels[view.indices])
-    if m.name == "poison":
-        target = m.params["target"]
-        nontarget = m.test_views["affected_nontarget"].indices
-        metrics["attack_success"] = 100.0 * float((predictions.test_triggered[nontarget] == target).float().mean())
+    if m.trigger is not None:
+        metrics.update(backdoor_metrics(predictions.test_triggered, test_labels, m.test_views["affected_nontarget"].indices,
+                                        m.params["target"], setting.dataset.num_classes))
+        metrics["c_acc"] = metrics["test_acc"]
     for c, name in enumerate(setting.dataset.classes):
         in_class = test_labels == c
         metrics[f"class_acc/{name}"] = accuracy(predictions.test_clean[in_class], test_labels[in_class])

@@ -15,7 +15,8 @@ import torch
 
 from ..data import ImageDataset
 from ..registry import Registry
-from .base import Manipulated, TestView, Trigger, index_hash
+from ..triggers import TRIGGERS, TriggerError, check_trigger_spec
+from .base import Manipulated, TestView, index_hash
 
 MANIPULATIONS: Registry[Callable[..., Manipulated]] = Registry("manipulation")
 
@@ -35,7 +36,8 @@ def check_params(name: str, params: dict, where: str = "manipulation.params") ->
     signature = list(inspect.signature(apply).parameters.values())[4:]
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature):
         return
-    accepted = [p.name for p in signature if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    accepted = [p.name for p in signature
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and not p.name.startswith("_")]
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise ConfigError(f"{where}: unknown param(s) {unknown} for manipulation {name}; "
@@ -46,16 +48,33 @@ def check_params(name: str, params: dict, where: str = "manipulation.params") ->
         hints = {}
     for key, value in params.items():
         check_type(value, hints.get(key, Any), f"{where}.{key}")
+    if isinstance(params.get("trigger"), dict):
+        try:
+            check_trigger(params["trigger"])
+        except TriggerError as error:
+            raise ConfigError(f"{where}.{error}") from None
+
+
+def check_trigger(spec: dict) -> None:
+    """The trigger's name, parameter names and ranges, checked when the config loads (its seeded, data-dependent
+    parts are built with the setting)."""
+    name, params = check_trigger_spec(spec)
+    TRIGGERS.get(name)(**params)
 
 
 def manipulate(
-    name: str, dataset: ImageDataset, candidates: torch.Tensor, n: int, seed: int, **params: Any
+    name: str, dataset: ImageDataset, candidates: torch.Tensor, n: int, seed: int,
+    surrogate: Callable[[], torch.nn.Module] | None = None, **params: Any
 ) -> Manipulated:
+    """``surrogate``: a clean model on demand, for triggers computed against one (label-consistent); passed to
+    manipulations that take ``_surrogate``."""
     apply = MANIPULATIONS.get(name)  # an unknown name: the registry's KeyError, listing the known ones
     check_params(name, params)
+    if "_surrogate" in inspect.signature(apply).parameters:
+        params = {**params, "_surrogate": surrogate}
     return apply(dataset, candidates, n, seed, **params)
 
 
 from . import interclass, none, poison, random_labels  # noqa: E402,F401  (registration)
 
-__all__ = ["MANIPULATIONS", "Manipulated", "TestView", "Trigger", "check_params", "index_hash", "manipulate"]
+__all__ = ["MANIPULATIONS", "Manipulated", "TestView", "check_params", "index_hash", "manipulate"]

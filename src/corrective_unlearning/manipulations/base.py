@@ -7,61 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-CORNERS = ("bottom-right", "bottom-left", "top-right", "top-left")
-PATTERNS = ("square", "checkerboard")
-
-
-@dataclass(frozen=True)
-class Trigger:
-    """A square patch stamped on every channel, in pixel units (255 = white).
-
-    ``pattern="square"`` fills the patch with ``value`` (the reference's trigger). ``"checkerboard"`` alternates
-    ``value`` and 0, starting with ``value`` in the patch's corners, like the BadNets pattern backdoor for MNIST:
-    on dark-background data such as Fashion-MNIST a solid white square looks like clothing, and the network's
-    clean-data features absorb it; a checkerboard does not occur naturally.
-
-    Stamped after augmentation, so its position never moves (as in the reference code). Stamping white pixels
-    before normalisation equals writing the normalised maximum ``(1 - mean) / std`` after it.
-    """
-
-    size: int = 3
-    position: str = "bottom-right"
-    value: int = 255
-    pattern: str = "square"
-
-    def __post_init__(self) -> None:
-        if self.position not in CORNERS:
-            raise ValueError(f"trigger position must be one of {CORNERS}, got {self.position!r}")
-        if not 1 <= self.size:
-            raise ValueError(f"trigger size must be >= 1, got {self.size}")
-        if not 0 <= self.value <= 255:
-            raise ValueError(f"trigger value must be a pixel value in [0, 255], got {self.value}")
-        if self.pattern not in PATTERNS:
-            raise ValueError(f"trigger pattern must be one of {PATTERNS}, got {self.pattern!r}")
-
-    def region(self, height: int, width: int) -> tuple[slice, slice]:
-        rows = slice(height - self.size, height) if self.position.startswith("bottom") else slice(0, self.size)
-        cols = slice(width - self.size, width) if self.position.endswith("right") else slice(0, self.size)
-        return rows, cols
-
-    def patch(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """The ``[size, size]`` pixel values the trigger writes."""
-        if self.pattern == "square":
-            return torch.full((self.size, self.size), self.value, dtype=dtype, device=device)
-        i = torch.arange(self.size, device=device)
-        return torch.where((i[:, None] + i[None, :]) % 2 == 0, self.value, 0).to(dtype)
-
-    def stamp(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Return a copy of ``images`` [B, C, H, W] with the patch on every image (or those where ``mask``)."""
-        rows, cols = self.region(images.shape[-2], images.shape[-1])
-        stamped = images.clone()
-        patch = self.patch(images.dtype, images.device)
-        if mask is None:
-            stamped[..., rows, cols] = patch
-        else:
-            region = stamped[..., rows, cols]
-            stamped[..., rows, cols] = torch.where(mask.view(-1, 1, 1, 1), patch.expand_as(region), region)
-        return stamped
+from ..triggers import Trigger
 
 
 @dataclass(frozen=True)
@@ -82,7 +28,7 @@ class Manipulated:
     clean_labels: torch.Tensor
     manipulated: torch.Tensor  # S_m, sorted indices into the training split
     triggered: torch.Tensor  # bool [N]: which training images carry the trigger
-    trigger: Trigger | None
+    trigger: Trigger | None  # rendering of the training images that carry it; the test bank's: for_test()
     test_views: dict[str, TestView] = field(default_factory=dict)
     affected_view: str = "affected"  # the view over D_m
     utility_view: str = "utility"  # the test data outside D_m

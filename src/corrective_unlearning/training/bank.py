@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..manipulations import Trigger
+from ..triggers import Trigger
 
 
 class ImageBank:
@@ -35,18 +35,30 @@ class ImageBank:
         """Normalised float batch of ``images[indices]``.
 
         ``stamp``: True stamps the trigger on all, a bool tensor on those flagged. The stamp comes after the
-        crop and flip, as in the reference, so the patch never moves.
+        crop and flip, as in the reference, so the patch never moves; a trigger's per-sample perturbation (the
+        label-consistent attack's) comes before them, as it is part of the image the adversary supplied.
         """
-        x = self.images[indices.to(self.device)]
+        indices = indices.to(self.device)
+        x = self.images[indices]
+        stamping = self.trigger is not None and (stamp is True or isinstance(stamp, torch.Tensor))
+        if stamping:
+            x = self._where(stamp, self.trigger.perturb(x, indices), x)
         if crop_padding:
             x = random_crop(x, crop_padding, generator)
         if flip:
             x = random_flip(x, generator)
-        if self.trigger is not None and (stamp is True or isinstance(stamp, torch.Tensor)):
-            x = self.trigger.stamp(x, None if stamp is True else stamp.to(self.device))
+        if stamping:
+            x = self._where(stamp, self.trigger.stamp(x, indices), x)
         x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
         x = (x - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+    def _where(self, stamp: torch.Tensor | bool, stamped: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``stamped`` where ``stamp`` (all when True): a select on the device, no host synchronisation."""
+        if stamp is True:
+            return stamped
+        return torch.where(stamp.to(self.device).view(-1, 1, 1, 1), stamped, x)
 
 
 def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None) -> torch.Tensor:

@@ -1,0 +1,119 @@
+"""What every trigger is: a stamp on uint8 images ``[B, C, H, W]``, after crop and flip, deterministic per sample.
+
+A trigger is built once per setting from a :class:`TriggerContext` (the image shape, the run's seed, the poisoned
+training indices, ...) and its parameters; every random draw it needs (a noise pattern, a warp field) comes from
+a generator seeded from that seed, so two identical runs stamp identical pixels. ``stamp`` receives the indices of
+the images in their bank (training or test split) so that a per-sample variant (WaNet's noise samples, the
+label-consistent attack's adversarial perturbation) is a lookup, never a fresh draw.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import torch
+
+
+ALL_TO_ALL = "all-to-all"  # a poison target: each class y is sent to y + 1 mod C
+
+
+def attack_labels(labels: torch.Tensor, target: int | str, num_classes: int) -> torch.Tensor:
+    """The label the attack wants for images of true class ``labels``: the target, or y + 1 mod C (all-to-all)."""
+    if target == ALL_TO_ALL:
+        return (labels + 1) % num_classes
+    return torch.full_like(labels, int(target))
+
+
+class TriggerError(ValueError):
+    """A trigger parameter is out of range; the message names the parameter, the value and the valid range."""
+
+
+@dataclass(frozen=True)
+class TriggerContext:
+    """What a trigger may see when it is built.
+
+    ``poisoned``: sorted training indices that will carry the trigger. ``candidates``: the training indices the
+    adversary may touch (the validation split excluded). ``images``/``labels``: the clean uint8 training images and
+    labels (CPU), for triggers computed from the data (label-consistent). ``surrogate``: a zero-argument function
+    returning a clean model trained by the product (cached like an original), for attacks that need one.
+    ``mean``/``std``: the dataset's normalisation (a model reads ``(x / 255 - mean) / std``).
+    """
+
+    shape: tuple[int, int, int]
+    seed: int
+    target: int | None = None
+    num_classes: int = 10
+    poisoned: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    candidates: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    images: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    surrogate: Callable[[], torch.nn.Module] | None = None
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+
+
+class Trigger:
+    """Base class of the registered triggers. Subclasses are frozen dataclasses (equal when their parameters are)
+    and implement :meth:`stamp`; :meth:`build` turns a config's parameters into an instance."""
+
+    name: ClassVar[str]
+
+    @classmethod
+    def build(cls, context: TriggerContext, **params: Any) -> "Trigger":
+        """The trigger for a setting. The default passes the parameters to the constructor."""
+        del context
+        return cls(**params)
+
+    def stamp(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """A stamped copy of uint8 ``images`` ``[B, C, H, W]``; ``indices[k]`` is image k's index in its bank."""
+        raise NotImplementedError
+
+    def perturb(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """Applied before crop and flip to the training images that carry the trigger (the label-consistent
+        attack's adversarial perturbation); the default changes nothing."""
+        del indices
+        return images
+
+    def for_test(self) -> "Trigger":
+        """The trigger the test images get: without the training-only parts (noise samples, perturbations)."""
+        return self
+
+    @property
+    def extra_stamped(self) -> torch.Tensor:
+        """Training indices outside the poisoned set that the trigger also renders (with their true labels):
+        WaNet's noise samples. Empty for most triggers."""
+        return torch.zeros(0, dtype=torch.long)
+
+    def describe(self) -> dict:
+        """The parameters that define the trigger, as recorded (name first)."""
+        fields = dataclasses.fields(self) if dataclasses.is_dataclass(self) else ()
+        return {"name": self.name, **{f.name: getattr(self, f.name) for f in fields
+                                      if f.init and not f.name.startswith("_")}}
+
+
+def check_range(name: str, value, low=None, high=None, *, trigger: str, integer: bool = False) -> None:
+    """One-line TriggerError unless ``low <= value <= high`` (and an integer when asked)."""
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        kind = "an integer" if integer else "a number"
+        raise TriggerError(f"trigger {trigger}: {name} must be {kind}, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        span = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+        raise TriggerError(f"trigger {trigger}: {name} must be in {span}, got {value!r}")
+
+
+def check_choice(name: str, value, choices, *, trigger: str) -> None:
+    if value not in choices:
+        raise TriggerError(f"trigger {trigger}: {name} must be one of {list(choices)}, got {value!r}")
+
+
+def to_pixels(values: torch.Tensor) -> torch.Tensor:
+    """uint8 images from a float computation on pixel values (0-255): rounded half to even, clipped."""
+    return values.round().clamp_(0, 255).to(torch.uint8)
+
+
+def sample_generator(seed: int, salt: int) -> torch.Generator:
+    """A CPU generator for one trigger's draws: seeded from the run's seed and a per-trigger salt, so two triggers
+    of one run never share a stream."""
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + salt) % (2**63))
