@@ -295,6 +295,6 @@ def test_index_hash_is_order_independent():
 
 
 def test_unknown_manipulation_lists_known_names(synthetic, split):
-    assert MANIPULATIONS.names() == ["interclass", "none", "poison", "random_labels"]
-    with pytest.raises(KeyError, match="expected one of: interclass, none, poison, random_labels"):
+    assert MANIPULATIONS.names() == ["interclass", "label_noise", "none", "poison", "random_labels"]
+    with pytest.raises(KeyError, match="expected one of: interclass, label_noise, none, poison, random_labels"):
         manipulate("blend", synthetic, split[0], 5, seed=0)

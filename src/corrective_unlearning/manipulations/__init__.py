@@ -75,6 +75,6 @@ def manipulate(
     return apply(dataset, candidates, n, seed, **params)
 
 
-from . import interclass, none, poison, random_labels  # noqa: E402,F401  (registration)
+from . import interclass, label_noise, none, poison, random_labels  # noqa: E402,F401  (registration)
 
 __all__ = ["MANIPULATIONS", "Manipulated", "TestView", "check_params", "index_hash", "manipulate"]

@@ -158,13 +158,15 @@ def plot_levels(curves: dict[str, Curve], levels: list[str], path: Path, title: 
 
 
 def plot_heatmaps(panels: dict[str, np.ndarray], rows: list[str], columns: list[str], path: Path, title: str,
-                  vmin: float = 0.0, vmax: float = 100.0, cmap: str = "viridis") -> Path:
+                  vmin: float = 0.0, vmax: float = 100.0, cmap: str = "viridis",
+                  annotations: dict[str, list[list[str]]] | None = None, xlabel: str = "discovery rate") -> Path:
     """REM-style maps: one panel per name in ``panels`` (in order), each a rows x columns heatmap with its value
-    written in every cell (NaN: grey, ``n/a``). One colour scale, ``vmin``-``vmax``, for every panel."""
+    written in every cell (NaN: grey, ``n/a``), or the panel's ``annotations`` text when given. One colour scale,
+    ``vmin``-``vmax``, for every panel."""
     names = list(panels)
     ncols = min(len(names), 3) or 1
     nrows = max(1, -(-len(names) // ncols))
-    cell_w, cell_h = 0.62, 0.5
+    cell_w, cell_h = (1.0, 0.62) if annotations else (0.62, 0.5)
     width = max(7.0, ncols * (1.8 + cell_w * len(columns)) + 1.0)
     height = nrows * (0.9 + cell_h * len(rows)) + 1.4
     fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False, layout="constrained")
@@ -176,7 +178,8 @@ def plot_heatmaps(panels: dict[str, np.ndarray], rows: list[str], columns: list[
         for (i, j), value in np.ndenumerate(matrix):
             if np.isfinite(value):
                 shade = (value - vmin) / (vmax - vmin) if vmax > vmin else 0.5
-                ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=8,
+                text = annotations[name][i][j] if annotations else f"{value:.0f}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=7 if annotations else 8,
                         color="black" if shade > 0.6 else "white")
             else:
                 ax.text(j, i, "n/a", ha="center", va="center", fontsize=7, color="black")
@@ -185,7 +188,7 @@ def plot_heatmaps(panels: dict[str, np.ndarray], rows: list[str], columns: list[
         ax.set_xticklabels(columns, fontsize=8, rotation=45)
         ax.set_yticks(range(len(rows)))
         ax.set_yticklabels(rows, fontsize=8)
-        ax.set_xlabel("discovery rate", fontsize=8)
+        ax.set_xlabel(xlabel, fontsize=8)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     if image is not None:

@@ -2,9 +2,10 @@
 
 Rows are the manipulations in REM's order of statistical regularity, high to low: ``poison`` (a trigger),
 ``interclass`` (a label swap between two classes), ``random_labels`` (random wrong labels). Columns are the discovery
-rate: 0% is the original (trained) model, doing nothing, then each rate of the grid. A results directory qualifies
-when it holds rate-based cells of at least two of the three manipulations for the same dataset, model and size n;
-otherwise :func:`rem_map` adds nothing, so other reports are unchanged.
+rate: 0% is the original (trained) model, doing nothing, then each rate of the grid. Class-dependent label noise
+(``label_noise``) sits between the swap and random labels; each poison variant (an attack: blend, SIG, WaNet, ...)
+is a row of its own, named by its trigger. A results directory qualifies when it holds rate-based cells of at least
+two rows for the same dataset, model and size n; otherwise :func:`rem_map` adds nothing.
 
 Each cell holds one of four quantities, mean over seeds of the chosen setting (paper rule, and the guarded rule);
 the summary's tables add the standard deviation and 95% confidence interval and say how many seeds they hold:
@@ -25,11 +26,12 @@ import numpy as np
 
 from ..runner.spec import ORIGINAL
 from ..selection import manipulation_variant
+from .attacks import attack_label
 from .figures import plot_heatmaps
 from .seeds import format_entry, seeds_note
 
 # REM's regularity axis, high -> low.
-REGULARITY = ("poison", "interclass", "random_labels")
+REGULARITY = ("poison", "interclass", "label_noise", "random_labels")
 PRODUCT = "healed_train_x_utility"
 # (metric, label, description, figure file suffix)
 QUANTITIES = [
@@ -74,7 +76,15 @@ def map_groups(rate_cells: list[dict]) -> dict[MapKey, list[tuple]]:
             rows[(record.get("dataset"), record.get("model"), record.get("n"))].add((manipulation_variant(record),
                                                                                     name))
     return {key: sorted(found, key=_row_order) for key, found in sorted(rows.items(), key=lambda kv: str(kv[0]))
-            if len({name for _, name in found}) >= 2}
+            if len(found) >= 2}
+
+
+def row_name(variant: str, name: str) -> str:
+    """A poison variant with a registered trigger or an option is named by its attack (``poison: blend``,
+    ``poison: sig clean-label``); BadNets' legacy patch stays ``poison``; others are named by their variant."""
+    if name != "poison" or not any(key in str(variant) for key in ('"trigger"', '"clean_label"', "all-to-all")):
+        return str(variant)
+    return f"poison: {attack_label({'manipulation_variant': variant})}"
 
 
 def map_values(rate_cells: list[dict], key: MapKey, flag: str, metric: str) -> dict:
@@ -164,8 +174,8 @@ def rem_map(rate_cells: list[dict], methods: list[str], fig_dir: Path, max_val_d
                     seeds = max((len(v) for v in flat), default=0)
                     lines += [f"{label[0].upper()}{label[1:]}:", "",
                               "| manipulation | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
-                    lines += [f"| {variant} | " + " | ".join(format_entry(v, seeds) for v in row) + " |"
-                              for (variant, _), row in zip(rows, entries)]
+                    lines += [f"| {row_name(variant, name)} | " + " | ".join(format_entry(v, seeds) for v in row)
+                              + " |" for (variant, name), row in zip(rows, entries)]
                     lines += ["", seeds_note(flat), ""]
             for metric, label, description, file_suffix in QUANTITIES:
                 panels = {method: map_matrix(values[metric], method, rows, rates) for method in order}
@@ -176,5 +186,5 @@ def rem_map(rate_cells: list[dict], methods: list[str], fig_dir: Path, max_val_d
                          f"rows: regularity high -> low; columns: discovery rate (0% = the original); mean over "
                          f"{seeds} seed(s) (95% CIs in summary.md)")
                 path = fig_dir / f"{_stem(key, multi)}-{file_suffix}{suffix}.png"
-                figures.append(plot_heatmaps(panels, [variant for variant, _ in rows], columns, path, title))
+                figures.append(plot_heatmaps(panels, [row_name(*row) for row in rows], columns, path, title))
     return lines, figures
