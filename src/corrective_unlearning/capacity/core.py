@@ -9,7 +9,10 @@ Conventions every handler keeps (they are what make :func:`narrow` generic):
 * weights that read spare channels into *original* outputs start at exactly zero, and spare batch-norm channels
   are neutral (running mean 0, var 1, weight 1, bias 0), so the widened model computes the same function;
 * every spare activation passes through a :class:`SpareMask`, so with the spare capacity off the original
-  channels never see spare values and the narrowed model equals the wide model in ``"off"`` mode exactly.
+  channels never see spare values and the narrowed model equals the wide model in ``"off"`` mode exactly;
+* fresh weights are drawn from the context's generator (``ctx.generator``, seeded by :func:`widen`'s ``seed``), on
+  the CPU in float32 and then moved to the layer's device and dtype, never from the global RNG: the same model and
+  seed give the same widened model on every call, whatever ran before, and the same draws on every device.
 """
 from __future__ import annotations
 
@@ -37,8 +40,9 @@ class SpareCapable(Protocol):
     extra_out``. It must keep the conventions in this module's docstring (append spare channels last, keep the
     original parameter names, zero weights from spare inputs to original outputs, neutral spare batch norms, a
     :class:`SpareMask` from ``ctx.new_mask(n_orig, n_spare)`` after each spare activation). ``ctx`` offers
-    ``ctx.spare_for(n)``, ``ctx.widen(child, extra_in, name)`` to recurse into children, and the layer helpers
-    :func:`widen_conv`, :func:`widen_bn`, :func:`widen_linear` in this module.
+    ``ctx.spare_for(n)``, ``ctx.widen(child, extra_in, name)`` to recurse into children, ``ctx.generator`` (the
+    seeded generator every fresh weight is drawn from: pass it on, e.g. ``widen_conv(conv, extra_in, s,
+    ctx.generator)``) and the layer helpers :func:`widen_conv`, :func:`widen_bn`, :func:`widen_linear` here.
     """
 
     def widen_spare(self, extra_in: int, ctx: "WidenContext") -> tuple[nn.Module, int]: ...
@@ -55,12 +59,19 @@ def register(module_type: type) -> Callable[[Handler], Handler]:
     return deco
 
 
+def init_generator(seed: int) -> torch.Generator:
+    """The CPU generator fresh spare weights are drawn from: a stream of its own per ``seed`` (not the masks'
+    hash, not the global RNG)."""
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + 0x5EED_CA9) % 2**63)
+
+
 class WidenContext:
-    def __init__(self, spare_fraction: float, state: MaskState) -> None:
+    def __init__(self, spare_fraction: float, state: MaskState, generator: torch.Generator | None = None) -> None:
         if spare_fraction <= 0:
             raise ValueError(f"spare_fraction must be > 0, got {spare_fraction}")
         self.spare_fraction = spare_fraction
         self.state = state
+        self.generator = generator if generator is not None else init_generator(state.seed)
         self.masks: list[SpareMask] = []
         self.path: list[str] = []
         self.pooled_to_one = False  # spatial size known to be 1x1 (Flatten keeps channels in order)
@@ -104,15 +115,31 @@ def _like(new: nn.Module, old: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def widen_conv(conv: nn.Conv2d, extra_in: int, extra_out: int) -> nn.Conv2d:
+def _fresh(module: nn.Module, generator: torch.Generator | None) -> nn.Module:
+    """``module`` (a Conv2d or Linear built without initialisation, on the CPU) initialised as torch's own
+    ``reset_parameters`` does (weight and bias uniform in +-1/sqrt(fan_in), which is kaiming_uniform_ with
+    a = sqrt(5)), drawn from ``generator`` (None: the global RNG)."""
+    fan_in = module.weight[0].numel()
+    bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+    module.weight.uniform_(-bound, bound, generator=generator)
+    if module.bias is not None:
+        module.bias.uniform_(-bound, bound, generator=generator)
+    return module
+
+
+@torch.no_grad()
+def widen_conv(conv: nn.Conv2d, extra_in: int, extra_out: int,
+               generator: torch.Generator | None = None) -> nn.Conv2d:
     """``conv`` reading ``extra_in`` more input channels (zero weights into original outputs) and producing
-    ``extra_out`` more (freshly initialised filters over all inputs)."""
+    ``extra_out`` more (fresh filters over all inputs, drawn from ``generator``: pass ``ctx.generator``; None
+    draws from the global RNG, which makes the result depend on whatever ran before)."""
     if conv.groups != 1:
         raise UnsupportedModelError(f"capacity.widen: grouped convolutions are not supported ({conv})")
     c_out, c_in = conv.out_channels, conv.in_channels
-    new = _like(nn.Conv2d(c_in + extra_in, c_out + extra_out, conv.kernel_size, stride=conv.stride,
-                          padding=conv.padding, dilation=conv.dilation, bias=conv.bias is not None,
-                          padding_mode=conv.padding_mode), conv)
+    new = _like(_fresh(nn.utils.skip_init(nn.Conv2d, c_in + extra_in, c_out + extra_out, conv.kernel_size,
+                                          stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
+                                          bias=conv.bias is not None, padding_mode=conv.padding_mode,
+                                          device="cpu", dtype=torch.float32), generator), conv)
     new.weight[:c_out, :c_in] = conv.weight
     new.weight[:c_out, c_in:] = 0
     if conv.bias is not None:
@@ -138,11 +165,13 @@ def widen_bn(bn: nn.BatchNorm2d | nn.BatchNorm1d, extra: int) -> nn.Module:
 
 
 @torch.no_grad()
-def widen_linear(lin: nn.Linear, extra_in: int, extra_out: int = 0) -> nn.Linear:
+def widen_linear(lin: nn.Linear, extra_in: int, extra_out: int = 0,
+                 generator: torch.Generator | None = None) -> nn.Linear:
     """``lin`` reading ``extra_in`` more inputs (zero weights into original outputs), with ``extra_out`` fresh
-    output units."""
+    output units (drawn from ``generator``, as in :func:`widen_conv`)."""
     n_out, n_in = lin.out_features, lin.in_features
-    new = _like(nn.Linear(n_in + extra_in, n_out + extra_out, bias=lin.bias is not None), lin)
+    new = _like(_fresh(nn.utils.skip_init(nn.Linear, n_in + extra_in, n_out + extra_out, bias=lin.bias is not None,
+                                          device="cpu", dtype=torch.float32), generator), lin)
     new.weight[:n_out, :n_in] = lin.weight
     new.weight[:n_out, n_in:] = 0
     if lin.bias is not None:
@@ -197,7 +226,8 @@ def widen(model: nn.Module, spare_fraction: float = 1.0, p_on: float = 0.2, seed
     """A :class:`WideModel` computing the same function as ``model`` (which is left untouched), with
     ``ceil(spare_fraction * c)`` spare channels after every widened layer of ``c`` channels. The default 1.0
     doubles each block, as the reference's capacity-restricted network (50% of channels used) does; masks turn
-    each spare channel on with probability ``p_on``."""
+    each spare channel on with probability ``p_on``. ``seed`` fixes both the masks and the fresh spare weights
+    (drawn from :func:`init_generator`, never from the global RNG), so equal inputs give bit-identical models."""
     state = MaskState(p_on=p_on, seed=seed)
     ctx = WidenContext(spare_fraction, state)
     net, extra_out = ctx.widen(copy.deepcopy(model), 0)

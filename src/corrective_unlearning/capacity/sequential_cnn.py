@@ -35,7 +35,7 @@ def _sequential(module: nn.Sequential, extra_in: int, ctx: WidenContext):
         conv, bn, act = module
         s = ctx.spare_for(conv.out_channels)
         ctx.pooled_to_one = False
-        return nn.Sequential(widen_conv(conv, extra_in, s), widen_bn(bn, s), act,
+        return nn.Sequential(widen_conv(conv, extra_in, s, ctx.generator), widen_bn(bn, s), act,
                              ctx.new_mask(conv.out_channels, s)), s
     children = OrderedDict()
     extra = extra_in
@@ -61,7 +61,7 @@ def _residual(module: Residual, extra_in: int, ctx: WidenContext):
 @register(nn.Conv2d)
 def _conv(module: nn.Conv2d, extra_in: int, ctx: WidenContext):
     ctx.pooled_to_one = False
-    return widen_conv(module, extra_in, 0), 0
+    return widen_conv(module, extra_in, 0, ctx.generator), 0
 
 
 @register(nn.BatchNorm2d)
@@ -71,7 +71,7 @@ def _bn(module: nn.BatchNorm2d, extra_in: int, ctx: WidenContext):
 
 @register(nn.Linear)
 def _linear(module: nn.Linear, extra_in: int, ctx: WidenContext):
-    return widen_linear(module, extra_in, 0), 0
+    return widen_linear(module, extra_in, 0, ctx.generator), 0
 
 
 def _passthrough(module, extra_in, ctx):

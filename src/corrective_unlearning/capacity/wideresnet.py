@@ -44,7 +44,7 @@ def _mask_input(layer: nn.Module, n_orig: int, extra_in: int, ctx: WidenContext)
 def _wrn(model: WideResNet, extra_in: int, ctx: WidenContext):
     stem, *stages, head = list(model)
     s = ctx.spare_for(stem.out_channels)
-    model[0] = _mask_input(widen_conv(stem, extra_in, s), stem.in_channels, extra_in, ctx)
+    model[0] = _mask_input(widen_conv(stem, extra_in, s, ctx.generator), stem.in_channels, extra_in, ctx)
     extra = s
     for i, stage in enumerate(stages, start=1):
         model[i], extra = ctx.widen(stage, extra, str(i))
@@ -57,15 +57,15 @@ def _wide_basic(block: WideBasic, extra_in: int, ctx: WidenContext):
     c_in, c_out = block.conv1.in_channels, block.conv1.out_channels
     s_mid, s_out = ctx.spare_for(c_out), ctx.spare_for(block.conv2.out_channels)
     block.bn1 = widen_bn(block.bn1, extra_in)
-    block.conv1 = _mask_input(widen_conv(block.conv1, extra_in, s_mid), c_in, extra_in, ctx)
+    block.conv1 = _mask_input(widen_conv(block.conv1, extra_in, s_mid, ctx.generator), c_in, extra_in, ctx)
     block.bn2 = widen_bn(block.bn2, s_mid)
-    block.conv2 = _mask_input(widen_conv(block.conv2, s_mid, s_out), c_out, s_mid, ctx)
+    block.conv2 = _mask_input(widen_conv(block.conv2, s_mid, s_out, ctx.generator), c_out, s_mid, ctx)
     if isinstance(block.shortcut, nn.Identity):
         if extra_in != s_out:
             raise UnsupportedModelError(f"capacity.widen: {ctx.where()}: identity shortcut gets {extra_in} spare "
                                         f"channels but the block produces {s_out}")
     else:
-        block.shortcut = _mask_input(widen_conv(block.shortcut, extra_in, s_out), c_in, extra_in, ctx)
+        block.shortcut = _mask_input(widen_conv(block.shortcut, extra_in, s_out, ctx.generator), c_in, extra_in, ctx)
     return block, s_out
 
 
@@ -73,5 +73,5 @@ def _wide_basic(block: WideBasic, extra_in: int, ctx: WidenContext):
 def _head(head: Head, extra_in: int, ctx: WidenContext):
     n = head.linear.in_features
     head.bn = widen_bn(head.bn, extra_in)
-    head.linear = _mask_input(widen_linear(head.linear, extra_in, 0), n, extra_in, ctx)
+    head.linear = _mask_input(widen_linear(head.linear, extra_in, 0, ctx.generator), n, extra_in, ctx)
     return head, 0
