@@ -48,7 +48,7 @@ def build_trigger(spec: dict, context: TriggerContext) -> Trigger:
         raise TriggerError(f"trigger {name}: {error}") from None
 
 
-from . import patch, wanet, lc  # noqa: E402,F401  (registration; one line per trigger file)
+from . import patch, blend, sig, bpp, ftrojan, wanet, lc  # noqa: E402,F401  (registration; one line per trigger file)
 
 __all__ = ["ALL_TO_ALL", "TRIGGERS", "attack_labels", "Trigger", "TriggerContext", "TriggerError", "build_trigger", "check_trigger_spec",
            "trigger_parameters"]
