@@ -41,13 +41,25 @@ def cmd_train(args) -> int:
     from .records import environment, write_json_atomic
     from .report.tables import format_metrics
     from .runtime import Runtime, Stopwatch
+    from .cache import check_cache_writable
+    from .fix.output import check_train_folder, clear_train
 
+    if not 0 < args.flag <= 1:  # also refuses NaN
+        raise ValueError(f"--flag: expected a discovery rate in (0, 1], got {args.flag:g}")
     config = _train_config(args)
     recipe = config.resolved_recipe()
+    if config.cache:  # a cache that cannot be written would lose the trained model at the end
+        try:
+            check_cache_writable()
+        except ValueError as error:
+            raise ValueError(f"{error}, or pass --no-cache") from None
     runtime = Runtime.create(config.device, config.compile, progress=not args.quiet)
     started = time.time()
     dataset = load_dataset(config.dataset.name, **config.dataset.loader_options())
     m = config.manipulation
+    out = Path(config.out) / f"train-{dataset.name}-{config.model_name}-{m.name}-n{m.n}-seed{config.seed}"
+    resolved = {**to_dict(config), "model": config.model_name, "recipe": recipe.to_dict()}
+    check_train_folder(out, resolved, args.flag, args.force)  # before any training: nothing overwritten
     val_size = config.dataset.resolved_val_size(len(dataset.train_labels))
     setting = build_setting(dataset, m.name, m.n, config.seed, runtime, val_size, **m.params)
     model, info = train_original(setting, config.model_name, recipe, runtime, use_cache=config.cache)
@@ -57,11 +69,11 @@ def cmd_train(args) -> int:
     title = f"original model: {dataset.name} / {config.model_name} / {m.name} n={m.n} / seed {config.seed} ({provenance})"
     print(format_metrics(metrics, setting, title))
 
-    out = Path(config.out) / f"train-{dataset.name}-{config.model_name}-{m.name}-n{m.n}-seed{config.seed}"
-    resolved = {**to_dict(config), "model": config.model_name, "recipe": recipe.to_dict()}
+    if check_train_folder(out, resolved, args.flag, args.force):  # again: the folder may have changed meanwhile
+        clear_train(out)  # a different run's own files, replaced whole (--force)
     write_yaml(out / "config.yaml", resolved)
     write_json_atomic(out / "record.json", {
-        "kind": "original", "config": resolved, "setting": setting.describe(),
+        "kind": "original", "config": resolved, "flag_rate": args.flag, "setting": setting.describe(),
         "index_hashes": setting.index_hashes(), "training": info, "metrics": metrics,
         "timings": {"train_seconds": info["train_seconds"], "eval_seconds": clock.seconds,
                     "total_seconds": time.time() - started},
@@ -86,39 +98,79 @@ def _write_model(model, path: Path, meta: dict) -> None:
 
 
 def cmd_fix(args) -> int:
-    import yaml
+    import warnings
+
     from tqdm.auto import tqdm
 
-    from .fix import correct, load_model, read_flagged, training_data, write_report
+    from . import fix
+    from .fix.core import check_hparams, check_max_val_drop
+    from .fix.data import check_model_file
+    from .fix.output import check_fix_out
     from .fix.report import before_after
     from .runtime import Runtime
 
+    # Everything that can be checked without the data is checked first, before any work.
+    check_max_val_drop(args.max_val_drop, "--max-val-drop")
+    if args.expand < 0:
+        raise ValueError(f"--expand: expected a number of suspects >= 0, got {args.expand}")
+    hparams = _hparams(args.hparams)
+    check_hparams(args.method, hparams)
+    inputs = {"--data": args.data if Path(args.data).exists() else None, "--model": args.model,
+              "--flagged": args.flagged, "--validation": args.validation}
+    check_fix_out(args.out, inputs, args.force)
+    check_model_file(args.model, "--model")
+    if not fix.read_flagged(args.flagged):  # its form; the range once the data says how many samples there are
+        raise ValueError(f"--flagged {args.flagged} holds no index; expected at least one training index of a "
+                         f"sample found to be bad")
+
     runtime = Runtime.create(args.device or "auto", progress=not args.quiet)
     stages = tqdm(total=4, desc="read the data", disable=args.quiet, leave=False)
-    data = training_data(args.data, data_dir=args.data_dir, download=args.download, runtime=runtime)
+    data = fix.training_data(args.data, data_dir=args.data_dir, download=args.download, runtime=runtime)
+    flagged = fix.read_flagged(args.flagged, n=len(data.labels))
+    validation = fix.training_data(args.validation) if args.validation else None
     _advance(stages, "load the model")
     arch = args.arch or _sidecar(args.model).get("arch")
     if not arch:
         raise ValueError(f"--arch is needed: {args.model} has no sidecar naming its architecture")
-    model = load_model(args.model, arch, data.num_classes, data.images.shape[1])
+    with warnings.catch_warnings(record=True) as notes:
+        warnings.simplefilter("always")
+        model = fix.load_model(args.model, arch, data.num_classes, data.images.shape[1])
+    for note in notes:
+        print(f"note: {note.message}", file=sys.stderr)
     _advance(stages, "correct")
-    hparams = yaml.safe_load(args.hparams) if args.hparams else None
-    if hparams is not None and not isinstance(hparams, dict):
-        raise ValueError(f"--hparams: expected a YAML mapping such as '{{alpha: 10}}' or, for auto, "
-                         f"'{{rem: {{steps: 300}}}}', got {args.hparams!r}")
-    validation = training_data(args.validation) if args.validation else None
-    result = correct(model, data, read_flagged(args.flagged), method=args.method, validation=validation,
-                     hparams=hparams, expand=args.expand, ranking=args.ranking, device=args.device or "auto",
-                     seed=args.seed, max_val_drop=args.max_val_drop, progress=not args.quiet)
+    result = fix.correct(model, data, flagged, method=args.method, validation=validation,
+                         hparams=hparams, expand=args.expand, ranking=args.ranking, device=args.device or "auto",
+                         seed=args.seed, max_val_drop=args.max_val_drop, progress=not args.quiet)
     _advance(stages, "write the report")
-    report = write_report(result, args.out, {"arch": arch, "num_classes": data.num_classes,
-                                             "in_channels": int(data.images.shape[1]),
-                                             "source_model": str(args.model)})
+    report = fix.write_report(result, args.out, {"arch": arch, "num_classes": data.num_classes,
+                                                 "in_channels": int(data.images.shape[1]),
+                                                 "source_model": str(args.model)},
+                              force=args.force, inputs=inputs)
     stages.update(1)
     stages.close()
     print(before_after(result.report))
     print(f"corrected model: {Path(args.out) / 'model.safetensors'}; report: {report}")
     return 0
+
+
+def _hparams(text: str | None) -> dict | None:
+    """--hparams parsed as a YAML mapping; a one-line error naming the option otherwise."""
+    import yaml
+
+    if not text:
+        return None
+    try:
+        hparams = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ValueError(f"--hparams: not valid YAML ({problem}{where}) in {text!r}; expected a mapping such as "
+                         f"'{{alpha: 10}}' or, for auto, '{{rem: {{steps: 300}}}}'") from None
+    if hparams is not None and not isinstance(hparams, dict):
+        raise ValueError(f"--hparams: expected a YAML mapping such as '{{alpha: 10}}' or, for auto, "
+                         f"'{{rem: {{steps: 300}}}}', got {text!r}")
+    return hparams
 
 
 def _advance(bar, next_stage: str) -> None:
@@ -212,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--flag", type=float, default=0.1, metavar="RATE",
                        help="discovery rate of the flagged.txt written beside the model: that share of the "
                             "manipulated samples, drawn as the benchmark draws S_f (default: 0.1)")
+    train.add_argument("--force", action="store_true",
+                       help="replace a different run's files in the run folder (a folder holding anything else is "
+                            "never replaced)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.add_argument("overrides", nargs="*", metavar="key=value")
     train.set_defaults(handler=cmd_train)
@@ -247,7 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     fix.add_argument("--download", action="store_true", help="download missing dataset files into the data dir")
     fix.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     fix.add_argument("--seed", type=int, default=0)
-    fix.add_argument("--out", default="fixed", help="output folder (default: fixed)")
+    fix.add_argument("--out", default="fixed", help="output folder (default: fixed): new, empty, or an earlier "
+                                                    "fix's (replaced whole with --force); never an input's folder "
+                                                    "or one holding other files")
+    fix.add_argument("--force", action="store_true", help="replace an earlier fix in --out whole")
     fix.add_argument("--quiet", action="store_true", help="no progress bars")
     fix.set_defaults(handler=cmd_fix)
 

@@ -14,9 +14,10 @@ import copy
 from typing import Callable
 
 from torch import nn
-from tqdm.auto import tqdm
 
+from ..capacity import UnsupportedModelError
 from ..methods import METHODS, Task, expand_grid
+from ..progress import progress_bar
 from ..runtime import Stopwatch
 from ..selection import DEFAULT_MAX_VAL_DROP, mark_selection
 from ..training import DivergenceError
@@ -46,18 +47,31 @@ def candidate_settings(overrides: dict | None = None) -> list[tuple[str, dict]]:
     return settings
 
 
+# What a candidate raises when it cannot run on the model at all (not a failure of one setting): REM on an
+# architecture it cannot give spare capacity. The candidate is skipped, with the reason, and the others run.
+UNSUPPORTED: tuple[type[Exception], ...] = (UnsupportedModelError,)
+
+
 def run_auto(task: Task, scores: Callable[[nn.Module], dict], original_scores: dict, overrides: dict | None = None,
              max_val_drop: float = DEFAULT_MAX_VAL_DROP, progress: bool = False
-             ) -> tuple[nn.Module, dict, list[dict]]:
-    """Run every candidate setting on ``task``; return (the chosen model, its row, every row). ``scores(model)``
-    gives ``val_acc`` and ``deletion_change`` (percent); ``original_scores`` the same for M_o."""
-    rows, models = [], []
+             ) -> tuple[nn.Module, dict, list[dict], list[dict]]:
+    """Run every candidate setting on ``task``; return (the chosen model, its row, every row, the skipped
+    candidates). ``scores(model)`` gives ``val_acc`` and ``deletion_change`` (percent); ``original_scores`` the same
+    for M_o. A candidate that cannot run on the model (:data:`UNSUPPORTED`) is skipped with all its settings and
+    listed as ``{"method", "settings", "reason"}``; when every candidate is skipped, a ValueError says why."""
+    rows, models, skipped = [], [], {}
     settings = candidate_settings(overrides)
-    for index, (name, hparams) in enumerate(tqdm(settings, desc="auto: candidates", disable=not progress)):
+    for index, (name, hparams) in enumerate(progress_bar(None, "auto: candidates", progress, iterable=settings)):
+        if name in skipped:
+            skipped[name]["settings"] += 1
+            continue
         task.start_run()
         try:
             with Stopwatch(task.runtime) as clock:
                 model = METHODS.get(name)(task, hparams)
+        except UNSUPPORTED as error:
+            skipped[name] = {"method": name, "settings": 1, "reason": str(error).splitlines()[0]}
+            continue
         except DivergenceError as error:
             rows.append({"method": name, "hparams": hparams, "status": "failed", "error": str(error)})
             models.append(None)
@@ -68,10 +82,14 @@ def run_auto(task: Task, scores: Callable[[nn.Module], dict], original_scores: d
                      "metrics": scores(model), "setting_index": index,
                      "method_notes": copy.deepcopy(dict(task.notes))})
         models.append(model.cpu())
+    if not rows:
+        raise ValueError("method auto: no candidate can run on this model ("
+                         + "; ".join(f"{s['method']}: {s['reason']}" for s in skipped.values())
+                         + "); choose a method that can (corrective methods lists them)")
     if not any(row["status"] == "ok" for row in rows):
         raise RuntimeError("method auto: every candidate failed: " + "; ".join(r["error"] for r in rows))
     chosen = _choose(rows, original_scores, max_val_drop)
-    return models[chosen].to(task.device), rows[chosen], rows
+    return models[chosen].to(task.device), rows[chosen], rows, list(skipped.values())
 
 
 def _choose(rows: list[dict], original_scores: dict, max_val_drop: float) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -17,8 +18,9 @@ from ..methods import METHODS, Task
 from ..runtime import Runtime, Stopwatch
 from ..selection import DEFAULT_MAX_VAL_DROP
 from ..training import Recipe, default_recipe
-from .auto import run_auto
-from .data import TrainingData, as_images_labels, check_model, flagged_indices, training_data
+from .auto import candidate_settings, run_auto
+from .data import (TrainingData, as_images_labels, check_float_scale, check_model, flagged_indices,
+                   training_data)
 
 
 @dataclass
@@ -67,10 +69,10 @@ def correct(
     training recipe of methods that train (default: the registered dataset's, else recipe A's optimiser without
     augmentation unless ``augment``).
     """
-    if method != "auto" and method not in METHODS:
-        raise ValueError(f"method {method!r}: expected 'auto' or one of {', '.join(METHODS.names())}")
     if not (isinstance(expand, int) and expand >= 0):
         raise ValueError(f"expand: expected a number of suspects >= 0, got {expand!r}")
+    check_max_val_drop(max_val_drop)
+    check_hparams(method, hparams)
     runtime = dataclasses.replace(Runtime.create(device, progress=progress), channels_last=False)
     data = training_data(train, mean=mean, std=std, runtime=runtime)
     flagged = flagged_indices(flagged, len(data.labels))
@@ -78,7 +80,7 @@ def correct(
     if len(not_trained):
         raise ValueError(f"flagged: {len(not_trained)} index(es) are not training samples of {data.description} "
                          f"(e.g. {not_trained[:5].tolist()}: its validation split)")
-    data, val_idx, val_source = _with_validation(data, validation, flagged, val_size, seed)
+    data, val_idx, val_source = _with_validation(data, validation, flagged, val_size, seed, mean, std)
     bank = data.bank(runtime)
     outputs = check_model(model, bank, max(data.num_classes, int(data.val_labels.max()) + 1))
 
@@ -102,17 +104,19 @@ def correct(
                 "deletion_change": 100.0 * (1.0 - task.accuracy(m, flagged))}
 
     original_scores = scores(original)
-    candidates = None
+    candidates, skipped = None, None
     with Stopwatch(runtime) as clock:
         if method == "auto":
-            corrected, chosen, candidates = run_auto(task, scores, original_scores, hparams, max_val_drop, progress)
+            corrected, chosen, candidates, skipped = run_auto(task, scores, original_scores, hparams, max_val_drop,
+                                                              progress)
             chosen_method, chosen_hparams, notes = chosen["method"], chosen["hparams"], chosen["method_notes"]
         else:
             corrected = METHODS.get(method)(task, hparams)
             chosen_method, chosen_hparams, notes = method, METHODS.get(method).resolve(hparams), dict(task.notes)
     report = {
         "requested_method": method, "method": chosen_method, "hparams": chosen_hparams, "method_notes": notes,
-        "candidates": candidates, "max_val_drop": max_val_drop if method == "auto" else None,
+        "candidates": candidates, "skipped_candidates": skipped,
+        "max_val_drop": max_val_drop if method == "auto" else None,
         "seconds": clock.seconds, "data": data.description, "num_classes": outputs,
         "flagged": len(user_flagged),
         "deletion_set": len(flagged), "suspects": suspects_report,
@@ -128,22 +132,49 @@ def correct(
     return Correction(corrected.eval(), report)
 
 
+def check_max_val_drop(max_val_drop, name: str = "max_val_drop") -> float:
+    """``max_val_drop`` as a float >= 0 (points of validation accuracy), else a ValueError naming ``name``."""
+    try:
+        value = float(max_val_drop)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if isinstance(max_val_drop, bool) or not value >= 0:  # also refuses NaN
+        shown = f"{max_val_drop:g}" if isinstance(max_val_drop, (int, float)) else repr(max_val_drop)
+        raise ValueError(f"{name}: expected points of validation accuracy >= 0, got {shown}")
+    return value
+
+
+def check_hparams(method: str, hparams) -> None:
+    """``method`` is known and the hyperparameters are ones it (or, for auto, each candidate) takes; checked before
+    any work."""
+    if method != "auto" and method not in METHODS:
+        raise ValueError(f"method {method!r}: expected 'auto' or one of {', '.join(METHODS.names())}")
+    if method == "auto":
+        candidate_settings(hparams)
+    elif method in METHODS:
+        METHODS.get(method).resolve(hparams)
+
+
 def _default_recipe(data: TrainingData, augment: bool) -> Recipe:
     if data.setting is not None:
         return default_recipe(data.setting.dataset.name)
     return Recipe() if augment else Recipe(crop_padding=0, flip=False)
 
 
-def _with_validation(data: TrainingData, validation, flagged: torch.Tensor, val_size: int | None, seed: int
-                     ) -> tuple[TrainingData, torch.Tensor, str]:
+def _with_validation(data: TrainingData, validation, flagged: torch.Tensor, val_size: int | None, seed: int,
+                     mean=None, std=None) -> tuple[TrainingData, torch.Tensor, str]:
     """The data with its validation samples (appended to the images when given separately), their indices, and
     where they come from."""
     if validation is not None:
+        if isinstance(validation, (str, Path)):  # a file or folder, as the training data may be
+            validation = training_data(validation)
         images, labels = as_images_labels(validation, "validation")
         if images.shape[1:] != data.images.shape[1:] or images.dtype != data.images.dtype:
             raise ValueError(f"validation images: expected the training images' form {data.images.dtype} "
                              f"[M, {', '.join(map(str, data.images.shape[1:]))}], got {images.dtype} "
                              f"{tuple(images.shape)}")
+        if mean is None or std is None:  # normalised as the training images: same scale expected
+            check_float_scale(images, "validation")
         n = len(data.labels)
         val_idx = torch.arange(n, n + len(labels))
         data = dataclasses.replace(
@@ -156,9 +187,21 @@ def _with_validation(data: TrainingData, validation, flagged: torch.Tensor, val_
     if data.val_idx is not None and len(data.val_idx):
         return data, data.val_idx, "the run's held-out validation split (clean labels)"
     unflagged = data.train_idx[~torch.isin(data.train_idx, flagged)]
-    size = default_val_size(len(unflagged)) if val_size is None else val_size
-    if not 0 < size < len(unflagged):
-        raise ValueError(f"val_size: expected 1 to {len(unflagged) - 1} held-out samples, got {size}")
+    n, u = len(data.train_idx), len(unflagged)
+    hint = "pass validation= (--validation) with held-out samples, or flag fewer samples"
+    if u < 2:
+        left = "none left unflagged" if u == 0 else "one left unflagged"
+        raise ValueError(f"flagged: {n - u} of the {n} training samples are flagged, {left} to hold out a "
+                         f"validation split: {hint}")
+    if val_size is None:
+        size = default_val_size(u)
+        if size < 1:
+            raise ValueError(f"flagged: {u} unflagged training samples are too few to hold out the default 5% "
+                             f"validation split (it rounds to 0): {hint.replace(', or flag', ', val_size=K, or flag')}")
+    else:
+        size = val_size
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 < size < u:
+            raise ValueError(f"val_size: expected 1 to {u - 1} held-out samples (of the {u} unflagged), got {size!r}")
     kept, held = stratified_split(data.labels[unflagged], size, seed)
     val_idx = unflagged[held]
     data = dataclasses.replace(data, train_idx=torch.sort(torch.cat([unflagged[kept], flagged])).values,

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -60,6 +63,8 @@ def _describe(value) -> str:
 def as_images_labels(data, what: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     """``(images, labels)`` from a pair of tensors or arrays, or from a ``torch.utils.data.Dataset`` whose items
     are ``(image, label)``."""
+    if isinstance(data, TrainingData):  # read from a file or folder: checked already
+        return data.images, data.labels
     if isinstance(data, (tuple, list)) and len(data) == 2:
         images, labels = data
     elif isinstance(data, torch.utils.data.Dataset):
@@ -85,12 +90,44 @@ def _stack_dataset(dataset, what: str) -> tuple[torch.Tensor, torch.Tensor]:
         if not (isinstance(item, (tuple, list)) and len(item) >= 2):
             raise ValueError(f"{what}: item {i} of the Dataset is {_describe(item)}; expected (image, label)")
         images.append(torch.as_tensor(np.asarray(item[0]) if not isinstance(item[0], torch.Tensor) else item[0]))
-        labels.append(int(item[1]))
+        labels.append(_item_label(item[1], i, what))
     shapes = {tuple(x.shape) for x in images}
     if len(shapes) > 1:
         raise ValueError(f"{what}: the Dataset's images differ in shape ({sorted(shapes)[:3]}...); expected one "
                          f"shape [C, H, W]")
     return torch.stack(images), torch.tensor(labels, dtype=torch.int64)
+
+
+def _item_label(value, i: int, what: str) -> int:
+    """A Dataset item's label as an int; a float label is refused (as the pair form refuses float labels), not
+    truncated."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.reshape(()).item()  # a Python int, float or bool, as the tensor's dtype
+    elif isinstance(value, np.ndarray) and value.size == 1:
+        value = value.reshape(()).item()
+    if isinstance(value, (bool, np.bool_)):
+        kind = "bool"
+    elif isinstance(value, (int, np.integer)):
+        return int(value)
+    elif isinstance(value, (float, np.floating)):
+        raise ValueError(f"{what} labels: item {i}'s label is {float(value)!r} (float); expected an integer class "
+                         f"index (float labels are refused, not truncated)")
+    else:
+        kind = _describe(value)
+    raise ValueError(f"{what} labels: item {i}'s label is {value!r} ({kind}); expected an integer class index")
+
+
+def check_float_scale(images: torch.Tensor, what: str) -> None:
+    """Float images are fed to the model as given; values in [0, >1.5] with nothing negative look like the 0-255
+    scale of undivided pixels, which a model trained on [0, 1] or normalised images would misread."""
+    if not images.is_floating_point() or images.numel() == 0:
+        return
+    low, high = float(images.min()), float(images.max())
+    if low >= 0 and high > 1.5:
+        raise ValueError(f"{what} images: float values in [{low:g}, {high:g}] look like a 0-255 scale, but float "
+                         f"images are fed to the model exactly as given: pass uint8 images (normalised with "
+                         f"mean/std), floats as the model reads them (scaled to [0, 1] or normalised), or mean= and "
+                         f"std= to normalise these floats as (x - mean) / std (mean=0, std=1 takes them as they are)")
 
 
 def _check_images(images: torch.Tensor, what: str) -> torch.Tensor:
@@ -127,12 +164,16 @@ def training_data(data, *, mean: Sequence[float] | None = None, std: Sequence[fl
     return from_tensors(images, labels, mean, std)
 
 
-def from_tensors(images: torch.Tensor, labels: torch.Tensor, mean=None, std=None, description: str = "tensors"
-                 ) -> TrainingData:
+def from_tensors(images: torch.Tensor, labels: torch.Tensor, mean=None, std=None, description: str = "tensors",
+                 what: str = "train") -> TrainingData:
+    """uint8 images are normalised with ``mean``/``std`` on the [0, 1] scale (computed from the images when not
+    given); float images are taken as the model reads them, or normalised as ``(x - mean) / std`` on their own scale
+    when ``mean`` and ``std`` are given. Float images that look like a 0-255 scale need ``mean``/``std``."""
     images = images.cpu()
-    if images.dtype != torch.uint8:  # already as the model reads it
+    if images.dtype != torch.uint8 and (mean is None or std is None):  # already as the model reads it
+        check_float_scale(images, what)
         mean, std = (0.0,) * images.shape[1], (1.0,) * images.shape[1]
-    elif mean is None or std is None:
+    elif images.dtype == torch.uint8 and (mean is None or std is None):
         mean, std = channel_stats(images)
     for name, stats in (("mean", mean), ("std", std)):
         if len(stats) != images.shape[1]:
@@ -146,19 +187,9 @@ def _named_data(spec: str, data_dir, download, runtime) -> TrainingData:
     if path.is_dir() and (path / "record.json").exists():
         return from_run(path, runtime or Runtime.create("cpu", progress=False))
     if path.suffix == ".npz":
-        if not path.exists():
-            raise FileNotFoundError(f"data file {path} does not exist")
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                missing = {"images", "labels"} - set(archive.files)
-                if missing:
-                    raise ValueError(f"{path}: expected arrays 'images' and 'labels', missing {sorted(missing)} "
-                                     f"(it holds {sorted(archive.files)})")
-                images, labels = torch.from_numpy(archive["images"]), torch.from_numpy(archive["labels"])
-        except (OSError, ValueError) as error:
-            raise ValueError(f"{path} is not a readable .npz archive: {error}") from error
+        images, labels = _read_npz(path)
         images, labels = _check_images(images, str(path)), _check_labels(labels, len(images), str(path))
-        return from_tensors(images, labels, description=str(path))
+        return from_tensors(images, labels, description=str(path), what=str(path))
     from ..data import SOURCES, load_dataset
 
     if spec not in SOURCES.names():
@@ -169,6 +200,38 @@ def _named_data(spec: str, data_dir, download, runtime) -> TrainingData:
     dataset = load_dataset(spec, **options)
     return from_tensors(dataset.train_images, dataset.train_labels, dataset.mean, dataset.std,
                         description=f"{spec} (training split as stored)")
+
+
+def _read_npz(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """``images`` and ``labels`` of an .npz archive, never unpickling anything."""
+    if not path.exists():
+        raise FileNotFoundError(f"data file {path} does not exist")
+    if not path.is_file():
+        raise ValueError(f"data {path} is a folder; expected an .npz file with arrays 'images' and 'labels'")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not an .npz archive (numpy.savez writes a zip of .npy arrays); expected one "
+                         f"with arrays 'images' and 'labels'")
+    arrays = {}
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = {"images", "labels"} - set(archive.files)
+            if missing:
+                raise ValueError(f"{path}: expected arrays 'images' and 'labels', missing {sorted(missing)} "
+                                 f"(it holds {sorted(archive.files)})")
+            for key in ("images", "labels"):
+                try:
+                    arrays[key] = archive[key]
+                except ValueError as error:
+                    pickled = "pickle" in str(error).lower() or "object" in str(error).lower()
+                    raise ValueError(f"{path}: array {key!r} " + (
+                        "holds Python objects, which would need unpickling (refused); expected a numeric array"
+                        if pickled else f"cannot be read ({str(error).splitlines()[0]})")) from None
+                if not isinstance(arrays[key], np.ndarray):
+                    raise ValueError(f"{path}: array {key!r} is not a numpy array (its entry is not an .npy file)")
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise ValueError(f"{path} is not a readable .npz archive ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else 'damaged'})") from None
+    return torch.from_numpy(arrays["images"]), torch.from_numpy(arrays["labels"])
 
 
 def from_run(folder: Path, runtime: Runtime) -> TrainingData:
@@ -202,6 +265,12 @@ def flagged_indices(flagged, n: int) -> torch.Tensor:
     """Sorted int64 CPU indices from integer indices or a boolean mask of length ``n``. Refused, each with a
     message saying what was expected: floats, duplicates, an empty set, indices outside [0, n - 1], a mask of
     another length, more than one dimension."""
+    if isinstance(flagged, (set, frozenset)):  # unordered: taken sorted
+        try:
+            flagged = sorted(flagged)
+        except TypeError:
+            raise ValueError(f"flagged: expected a set of integer indices, got one holding "
+                             f"{sorted({type(v).__name__ for v in flagged})}") from None
     flagged = torch.as_tensor(np.asarray(flagged) if not isinstance(flagged, torch.Tensor) else flagged).cpu()
     if flagged.dim() > 1:
         raise ValueError(f"flagged: expected a 1-D set of indices or a boolean mask, got shape {tuple(flagged.shape)}")
@@ -228,58 +297,103 @@ def flagged_indices(flagged, n: int) -> torch.Tensor:
     return unique
 
 
-def read_flagged(path: str | Path) -> list[int]:
-    """Indices from a text file (one per line; blank lines and ``#`` comments skipped), a CSV file (a column named
-    index, idx or flagged, else the first column; a header is optional) or a JSON file (a list, or an object with
-    an ``indices`` or ``flagged`` list)."""
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+FLAGGED_COLUMNS = ("index", "idx", "flagged")
+_SEPARATORS = (",", ";", "\t")
+
+
+def read_flagged(path: str | Path, n: int | None = None) -> list[int]:
+    """Indices from a text file (one per line; blank lines and ``#`` comments skipped), a CSV file (``,``, ``;`` or
+    tab separated; a column named index, idx or flagged, else the first column; the first row is a header when its
+    first field is not a number) or a JSON file (a list, or an object with an ``indices`` or ``flagged`` list). A
+    UTF-8 byte order mark is skipped.
+
+    Every value must be an integer index (``5.0`` is refused, not read as 5), each at most once, and, when ``n`` (the
+    number of training samples) is given, in [0, n - 1]. Errors name the file and the line (the entry for JSON)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"flagged file {path} does not exist")
+    if path.is_dir():
+        raise ValueError(f"flagged file {path} is a folder; expected a file of indices (.txt, .csv or .json)")
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ValueError(f"{path} is not a text file: expected one index per line, CSV or JSON") from None
     if path.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error})") from error
-        if isinstance(data, dict):
-            data = data.get("indices", data.get("flagged"))
-        if not isinstance(data, list):
-            raise ValueError(f"{path}: expected a JSON list of indices or an object with an 'indices' list")
-        return [_index(v, path, f"entry {i}") for i, v in enumerate(data)]
-    if path.suffix == ".csv":
-        rows = [row for row in csv.reader(text.splitlines()) if row and any(cell.strip() for cell in row)]
-        if not rows:
-            return []
-        header = [cell.strip().lower() for cell in rows[0]]
-        column = next((header.index(n) for n in ("index", "idx", "flagged") if n in header), 0)
-        body = rows[1:] if not _is_int(rows[0][column]) else rows
-        return [_index(row[column], path, f"row {i + 1 + (len(rows) - len(body))}") for i, row in enumerate(body)]
-    values = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        line = line.split("#", 1)[0].strip()
-        if line:
-            values.append(_index(line, path, f"line {number}"))
-    return values
+        entries = _json_entries(text, path)
+    elif path.suffix == ".csv":
+        entries = _csv_entries(text, path)
+    else:
+        entries = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            line = line.split("#", 1)[0].strip()
+            if line:
+                entries.append((f"line {number}", _index(line, path, f"line {number}")))
+    return _checked_entries(entries, path, n)
 
 
-def _is_int(text: str) -> bool:
+def _json_entries(text: str, path: Path) -> list[tuple[str, int]]:
     try:
-        int(str(text).strip())
-        return True
-    except ValueError:
-        return False
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    if isinstance(data, dict):
+        data = data.get("indices", data.get("flagged"))
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of indices or an object with an 'indices' list")
+    return [(f"entry {i}", _index(v, path, f"entry {i}")) for i, v in enumerate(data)]
+
+
+def _csv_entries(text: str, path: Path) -> list[tuple[str, int]]:
+    lines = [(number, line) for number, line in enumerate(text.splitlines(), start=1)
+             if line.strip() and not line.lstrip().startswith("#")]
+    if not lines:
+        return []
+    separator = next((c for c in _SEPARATORS if c in lines[0][1]),
+                     next((c for c in _SEPARATORS if any(c in line for _, line in lines)), ","))
+    rows = [(number, [cell.strip() for cell in next(csv.reader([line], delimiter=separator))])
+            for number, line in lines]
+    header = None
+    if not _NUMBER.fullmatch(rows[0][1][0] if rows[0][1] else ""):
+        header = [cell.lower() for cell in rows[0][1]]
+        rows = rows[1:]
+    column = next((header.index(name) for name in FLAGGED_COLUMNS if header and name in header), 0)
+    where = f"column {header[column]!r} (column {column + 1})" if header and column < len(header) else \
+        f"column {column + 1}"
+    entries = []
+    for number, row in rows:
+        if len(row) <= column:
+            raise ValueError(f"{path}, line {number}: expected a value in {where}, got a row of {len(row)} "
+                             f"field{'' if len(row) == 1 else 's'}")
+        if row[column] == "":
+            raise ValueError(f"{path}, line {number}: expected a value in {where}, got an empty field")
+        entries.append((f"line {number}", _index(row[column], path, f"line {number}")))
+    return entries
+
+
+def _checked_entries(entries: list[tuple[str, int]], path: Path, n: int | None) -> list[int]:
+    """The values, after checking each is >= 0 (and < ``n``) and appears once; errors name where."""
+    seen: dict[int, str] = {}
+    for where, value in entries:
+        if value < 0:
+            raise ValueError(f"{path}, {where}: expected an index >= 0, got {value}")
+        if n is not None and value >= n:
+            raise ValueError(f"{path}, {where}: index {value} is outside [0, {n - 1}] ({n} training samples)")
+        if value in seen:
+            raise ValueError(f"{path}, {where}: index {value} is already on {seen[value]}; expected each sample "
+                             f"once")
+        seen[value] = where
+    return [value for _, value in entries]
 
 
 def _index(value, path: Path, where: str) -> int:
-    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-        raise ValueError(f"{path}, {where}: expected an integer index, got {value!r}")
-    try:
-        return int(str(value).strip()) if not isinstance(value, float) else int(value)
-    except ValueError:
-        raise ValueError(f"{path}, {where}: expected an integer index, got {value!r}") from None
+    """An integer index from a JSON value or a text field; 5.0, 5.5, true and words are refused."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+        return int(value.strip())
+    raise ValueError(f"{path}, {where}: expected an integer index, got {value!r}")
 
 
 # ------------------------------------------------------------------------------------------------------- model
@@ -319,9 +433,7 @@ def load_model(path: str | Path, arch: str, num_classes: int, in_channels: int) 
     ``weights_only=True`` (a state dict, or a dict holding one under ``state_dict`` or ``model``)."""
     from ..models import create_model
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"model file {path} does not exist")
+    path = check_model_file(path)
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -346,12 +458,66 @@ def load_model(path: str | Path, arch: str, num_classes: int, in_channels: int) 
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise ValueError(f"{path}: expected a state dict (names -> tensors), got {type(state).__name__}")
     model = create_model(arch, num_classes, in_channels)
+    expected = model.state_dict()
+    state, stripped = _strip_wrapper_prefix(state, expected)
+    what = f"{path} does not fit a {arch} with {num_classes} classes and {in_channels} input channel(s)" + (
+        f" (key prefix {stripped!r} of {PREFIXES[stripped]} stripped)" if stripped else "")
+    problems = state_dict_mismatch(state, expected)
+    if problems:
+        raise ValueError(f"{what}: {problems} (check --arch and the data)")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        raise ValueError(f"{path} does not fit a {arch} with {num_classes} classes and {in_channels} input "
-                         f"channel(s): {str(error).splitlines()[0]} ... (check --arch and the data)") from error
+        raise ValueError(f"{what}: {str(error).splitlines()[0]} (check --arch and the data)") from error
+    if stripped:
+        warnings.warn(f"{path}: key prefix {stripped!r} ({PREFIXES[stripped]}) stripped from its keys", UserWarning,
+                      stacklevel=2)
     return model
+
+
+# key prefixes that wrappers add to every name of the state dict they save
+PREFIXES = {"module.": "a DataParallel / DistributedDataParallel wrapper", "_orig_mod.": "a torch.compile wrapper"}
+
+
+def _strip_wrapper_prefix(state: dict, expected: dict) -> tuple[dict, str | None]:
+    """``state`` without a wrapper's key prefix (:data:`PREFIXES`) that every key has and the model's do not."""
+    for prefix in PREFIXES:
+        if state and all(k.startswith(prefix) for k in state) and not all(k.startswith(prefix) for k in expected):
+            return {k[len(prefix):]: v for k, v in state.items()}, prefix
+    return state, None
+
+
+def state_dict_mismatch(state: dict, expected: dict, limit: int = 3) -> str:
+    """What keeps ``state`` from loading into a model with state dict ``expected`` (the first ``limit`` of each
+    kind: shape mismatches, missing and unexpected keys), or '' when it fits."""
+    def listing(items: list[str]) -> str:
+        return ", ".join(items[:limit]) + (", ..." if len(items) > limit else "")
+
+    shapes = [f"{k}: file {list(state[k].shape)} vs model {list(v.shape)}" for k, v in expected.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    parts = []
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatch(es): {listing(shapes)}")
+    if missing:
+        parts.append(f"{len(missing)} key(s) the model has but the file lacks: {listing(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} key(s) in the file the model lacks: {listing(unexpected)}")
+    return "; ".join(parts)
+
+
+def check_model_file(path: str | Path, what: str = "model file") -> Path:
+    """``path`` is an existing file (a folder is refused, naming the model files in it)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if p.suffix in (".safetensors", ".pt", ".pth", ".bin"))
+        hint = f" (it holds {', '.join(str(path / name) for name in inside[:3])})" if inside else ""
+        raise ValueError(f"{what} {path} is a folder; expected a model file (.safetensors or a PyTorch "
+                         f"checkpoint){hint}")
+    return path
 
 
 def _looks_like_checkpoint(path: Path) -> bool:

@@ -13,20 +13,29 @@ import numpy as np  # noqa: E402
 
 from ..records import environment, model_weights, write_json_atomic, write_safetensors_atomic  # noqa: E402
 from .core import Correction  # noqa: E402
+from .output import WRITTEN_BY, check_fix_out, clear_fix, earlier_fix  # noqa: E402
 
 DPI = 120
 
 
-def write_report(result: Correction, out: str | Path, model_info: dict | None = None) -> Path:
+def write_report(result: Correction, out: str | Path, model_info: dict | None = None, *, force: bool = False,
+                 inputs: dict | None = None) -> Path:
     """Write everything under ``out``; returns the path of ``report.md``. ``model_info`` (architecture, source
-    file) goes into the model's sidecar so that it can be loaded back."""
-    out = Path(out)
+    file) goes into the model's sidecar so that it can be loaded back.
+
+    ``out`` must be new, empty, or an earlier fix's folder; an earlier fix is replaced whole only when ``force``.
+    A folder holding anything else, or an input's folder (``inputs``: name -> path), is refused
+    (:func:`.output.check_fix_out`)."""
+    out = check_fix_out(out, inputs, force)
+    if out.is_dir() and earlier_fix(out) is not None:
+        clear_fix(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     weights = save_model(result, out / "model.safetensors", model_info or {})
     report = result.report
     rows = report["flipped"]["rows"]
     _write_flips(rows, out / "flipped.csv")
-    record = {**report, "flipped": {k: v for k, v in report["flipped"].items() if k != "rows"},
+    record = {"written_by": WRITTEN_BY, **report,
+              "flipped": {k: v for k, v in report["flipped"].items() if k != "rows"},
               "model": {**(model_info or {}), "weights": weights.name}, "environment": environment()}
     write_json_atomic(out / "record.json", record)
     figures = [_accuracy_figure(report, out / "figures" / "accuracy.png"),
@@ -43,8 +52,8 @@ def save_model(result: Correction, path: Path, model_info: dict) -> Path:
     digest = write_safetensors_atomic(path, model_weights(result.model))
     r = result.report
     write_json_atomic(path.with_suffix(".json"), {
-        **model_info, "weights_sha256": digest, "num_classes": r["num_classes"], "method": r["method"],
-        "hparams": r["hparams"], "corrected_from": r["data"], "flagged": r["flagged"],
+        **model_info, "written_by": WRITTEN_BY, "weights_sha256": digest, "num_classes": r["num_classes"],
+        "method": r["method"], "hparams": r["hparams"], "corrected_from": r["data"], "flagged": r["flagged"],
         "deletion_set": r["deletion_set"]})
     return path
 
@@ -88,6 +97,8 @@ def before_after(report: dict) -> str:
     width = max(len(r[0]) for r in rows)
     lines = [f"{report['method']} {report['hparams']} in {report['seconds']:.1f} s", f"{'':{width}s}  before   after"]
     lines += [f"{label:{width}s}  {_pct(before)}  {_pct(after)}" for label, before, after in rows]
+    lines += [f"auto skipped {s['method']} (it cannot run on this model): {s['reason']}"
+              for s in report.get("skipped_candidates") or []]
     return "\n".join(lines)
 
 
@@ -139,6 +150,11 @@ def render_markdown(report: dict, figures: list) -> str:
                          f"{_fmt(m['deletion_change'])} | {_fmt(row['score'])} | "
                          f"{'yes' if row['guard'] == 'within' and _within(report, m) else 'no'} | "
                          f"{_seconds(row)} | {'**yes**' if row['chosen'] else ''} |")
+        if report.get("skipped_candidates"):
+            lines.append("")
+        for skipped in report.get("skipped_candidates") or []:
+            lines.append(f"- Skipped: **{skipped['method']}** ({skipped['settings']} setting(s)), it cannot run on "
+                         f"this model: {skipped['reason']}")
     lines += ["", "## Figures", ""] + [f"![{f.stem}]({f.as_posix()})" for f in figures]
     return "\n".join(lines) + "\n"
 
