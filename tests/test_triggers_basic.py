@@ -249,7 +249,7 @@ def test_triggers_pickle_without_their_device_copies():
 @pytest.mark.parametrize("name, params, message", [
     ("blend", {"alpha": 0}, r"alpha must be in \(0, 1\], got 0"),
     ("blend", {"alpha": 1.5}, r"alpha must be in \(0, 1\], got 1.5"),
-    ("blend", {"alpha": float("nan")}, r"alpha must be in \(0, 1\], got nan"),
+    ("blend", {"alpha": float("nan")}, r"alpha must be a finite number, got nan"),
     ("blend", {"alpha": "0.2"}, r"alpha must be a number, got '0.2'"),
     ("blend", {"test_alpha": 0}, r"test_alpha must be in \(0, 1\], got 0"),
     ("blend", {"pattern": "/no/such/kitty.jpeg"}, r"pattern must be .*got '/no/such/kitty.jpeg' \(no such file\)"),
@@ -260,7 +260,7 @@ def test_triggers_pickle_without_their_device_copies():
     ("bpp", {"levels": 300}, r"levels must be in \[2, 255\], got 300"),
     ("bpp", {"levels": 8.0}, r"levels must be an integer, got 8.0"),
     ("ftrojan", {"magnitude": -1}, r"magnitude must be in \[0, inf\], got -1"),
-    ("ftrojan", {"magnitude": float("inf")}, r"magnitude must be finite, got inf"),
+    ("ftrojan", {"magnitude": float("inf")}, r"magnitude must be a finite number, got inf"),
     ("ftrojan", {"window_size": 1}, r"window_size must be in \[2, inf\], got 1"),
     ("ftrojan", {"yuv": "yes"}, r"yuv must be true or false, got 'yes'"),
 ])
@@ -321,3 +321,28 @@ def test_check_params_refuses_a_bad_trigger_parameter():
     with pytest.raises(ConfigError, match="unknown parameter"):
         check_params("poison", {"trigger": {"name": "sig", "amplitude": 3}})
     check_params("poison", {"trigger": {"name": "ftrojan", "magnitude": 50, "window_size": 16}})
+
+
+def test_a_blend_pattern_file_is_recorded_by_its_content(tmp_path):
+    from PIL import Image
+
+    from corrective_unlearning.triggers import TriggerContext, build_trigger
+
+    path = tmp_path / "pattern.png"
+    context = TriggerContext(shape=(1, 4, 4), seed=0)
+    Image.new("L", (4, 4), color=10).save(path)
+    first = build_trigger({"name": "blend", "pattern": str(path)}, context).describe()
+    Image.new("L", (4, 4), color=200).save(path)
+    second = build_trigger({"name": "blend", "pattern": str(path)}, context).describe()
+    assert first["pattern"] == second["pattern"] == str(path)
+    assert first["pattern_sha256"] != second["pattern_sha256"]
+    assert "pattern_sha256" not in build_trigger({"name": "blend"}, context).describe()
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_trigger_parameters_are_refused(value):
+    from corrective_unlearning.triggers import TriggerError
+    from corrective_unlearning.triggers.sig import Sig
+
+    with pytest.raises(TriggerError, match="delta must be a finite number"):
+        Sig(delta=value)

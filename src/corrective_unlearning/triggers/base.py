@@ -98,6 +98,8 @@ def check_range(name: str, value, low=None, high=None, *, trigger: str, integer:
     if isinstance(value, bool) or not isinstance(value, kinds):
         kind = "an integer" if integer else "a number"
         raise TriggerError(f"trigger {trigger}: {name} must be {kind}, got {value!r}")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise TriggerError(f"trigger {trigger}: {name} must be a finite number, got {value!r}")
     if (low is not None and value < low) or (high is not None and value > high):
         span = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
         raise TriggerError(f"trigger {trigger}: {name} must be in {span}, got {value!r}")

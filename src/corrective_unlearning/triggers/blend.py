@@ -14,6 +14,7 @@ zero (at most one grey level apart). The recorded parameters name the file, not 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import zlib
 from dataclasses import dataclass, field
@@ -77,6 +78,14 @@ class Blend(Trigger):
         test = dataclasses.replace(self, alpha=self.test_alpha)
         object.__setattr__(test, "_pattern", self._pattern)
         return test
+
+    def describe(self) -> dict:
+        """The parameters, and for a pattern file the fingerprint of the pattern read from it: the recorded
+        parameters (hence the original's cache key) change when the file behind the same path does."""
+        described = super().describe()
+        if self.pattern != NOISE and self._pattern is not None:
+            described["pattern_sha256"] = hashlib.sha256(self._pattern.contiguous().numpy().tobytes()).hexdigest()[:16]
+        return described
 
     def pattern_on(self, device: torch.device) -> torch.Tensor:
         """The ``[C, H, W]`` pattern as float on ``device``, copied there once (no transfer per batch)."""
