@@ -110,7 +110,11 @@ def check_fix_out(out: str | Path, inputs: dict[str, str | Path | None] | None =
                          f"with --force)")
     _check_not_an_input(out, inputs or {}, option)
     if out.is_dir():
-        foreign, own = _foreign_to_fix(out)
+        try:
+            foreign, own = _foreign_to_fix(out)
+        except OSError as error:
+            raise ValueError(f"{option} {out} cannot be read ({error.strerror or error}); expected a folder fix "
+                             f"may write into") from None
         if foreign:
             raise ValueError(f"{option} {out} holds files fix did not write ({_names(foreign)}): they are never "
                              f"replaced, even with --force; choose a new or empty folder")
@@ -168,7 +172,11 @@ def check_train_folder(folder: Path, config: dict, flag_rate: float, force: bool
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"run folder {folder} is a file; expected a folder")
     replace = False
-    if folder.is_dir() and any(folder.iterdir()):
+    try:
+        occupied = folder.is_dir() and any(folder.iterdir())
+    except OSError as error:
+        raise ValueError(f"run folder {folder} cannot be read ({error.strerror or error})") from None
+    if occupied:
         own = [e.name for e in folder.iterdir() if e.is_file() and (e.name in TRAIN_FILES
                                                                     or _leftover(e.name, TRAIN_FILES))]
         foreign = sorted(e.name + ("/" if e.is_dir() else "") for e in folder.iterdir() if e.name not in own)
