@@ -86,14 +86,59 @@ def importance_ratio(forget_imp: list[torch.Tensor], data_imp: list[torch.Tensor
 
 @torch.no_grad()
 def dampen(model: nn.Module, forget_imp, data_imp, alpha: float, lam: float) -> int:
-    """``theta *= min(lam * I_D / I_f, 1)`` where ``I_f > alpha * I_D``; returns how many weights changed."""
+    """``theta *= min(lam * I_D / I_f, 1)`` where ``I_f > alpha * I_D``; returns how many weights changed value.
+
+    That is not how many passed the threshold: with ``lam >= alpha`` a selected weight whose ``I_f <= lam * I_D``
+    gets factor 1 and keeps its value (and a zero weight stays zero), so the count can be far below the number
+    selected.
+
+    Computed exactly as written (``alpha * I_D`` and ``lam * I_D``, a Python float times a float32 tensor; the
+    quotient's divisor is ``I_f`` itself wherever ``I_f > 0``, the smallest float32 only where ``I_f = 0``), which
+    :func:`equivalence_key` relies on: a change here must keep its proof."""
     changed = 0
     for param, i_f, i_d in zip(model.parameters(), forget_imp, data_imp):
         selected = i_f > alpha * i_d
-        factor = (lam * i_d / i_f.clamp_min(torch.finfo(torch.float32).tiny)).clamp(max=1.0)
-        param.mul_(torch.where(selected, factor, torch.ones_like(factor)).to(param.dtype))
-        changed += int(selected.sum())
+        divisor = torch.where(i_f > 0, i_f, torch.full_like(i_f, torch.finfo(torch.float32).tiny))
+        factor = (lam * i_d / divisor).clamp(max=1.0)
+        dampened = param * torch.where(selected, factor, torch.ones_like(factor)).to(param.dtype)
+        changed += int((dampened != param).sum())
+        param.copy_(dampened)
     return changed
+
+
+def effective_lambda(hp: dict) -> float:
+    """lambda as SSD uses it: ``lambda`` when given, else ``alpha * lambda_ratio`` (in alpha's units)."""
+    return hp["lambda"] if hp["lambda"] is not None else hp["alpha"] * hp["lambda_ratio"]
+
+
+def _real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def equivalence_key(hp: dict) -> tuple | None:
+    """A key shared by exactly the settings that give the same model on one deletion set, or None when this
+    setting is not known to equal any other. ``hp``: resolved hyperparameters (defaults filled in).
+
+    With ``0 <= alpha <= lambda`` the model depends on lambda alone (and the importances): every weight with
+    ``I_f > lambda I_D`` is multiplied by ``min(lambda I_D / I_f, 1)``, and every other weight keeps its value.
+    Proof, per weight, for ``dampen`` as written (float32 importances ``I_f, I_D >= 0``; ``a = alpha * unit``,
+    ``l = lambda * unit`` as Python floats with ``unit`` > 0 the same for both settings, 1 or the importance
+    ratio): ``alpha <= lambda`` gives ``a <= l`` (rounding is monotone), so ``q = fl(a I_D) <= p = fl(l I_D)``.
+    The weight is selected when ``I_f > q``; the setting ``(l, l)`` selects ``I_f > p``, a subset. Both compute
+    the same ``p`` (the same operation on the same operands) and so the same factor ``fl(p / I_f)`` clamped at 1.
+    A weight selected here but not by ``(l, l)`` has ``0 <= q < I_f <= p``: its divisor is ``I_f`` itself (> 0)
+    and ``p / I_f >= 1`` rounds to a value >= 1, so its factor is exactly 1 and ``w * 1 == w``, as in ``(l, l)``
+    where it is multiplied by 1 too. NaN importances select nothing in either. Hence equal bits.
+
+    So two settings with ``0 <= alpha <= lambda`` share a key when their lambdas are equal floats (``alpha *
+    lambda_ratio`` computed as :func:`effective_lambda` does, e.g. ``10 * 5 == 50.0 == 50 * 1``) and every other
+    hyperparameter (importance data, batch size, samples, alpha scale) is equal. Settings with alpha above lambda
+    (lambda ratios below 1) depend on both and get None."""
+    alpha, lam = hp.get("alpha"), effective_lambda(hp)
+    if not (_real(alpha) and _real(lam) and 0 <= alpha <= lam):
+        return None
+    rest = tuple(sorted((k, repr(v)) for k, v in hp.items() if k not in ("alpha", "lambda", "lambda_ratio")))
+    return "ssd", float(lam), rest
 
 
 @method(
@@ -115,7 +160,7 @@ def selective_synaptic_dampening(task: Task, hp: dict) -> nn.Module:
     if hp["alpha_scale"] not in ("absolute", "relative"):
         raise ValueError(f"ssd alpha_scale must be 'absolute' or 'relative', got {hp['alpha_scale']!r}")
     forget_imp, data_imp = importances(task, hp)
-    lam = hp["lambda"] if hp["lambda"] is not None else hp["alpha"] * hp["lambda_ratio"]
+    lam = effective_lambda(hp)
     ratio = importance_ratio(forget_imp, data_imp)
     if hp["alpha_scale"] == "relative" and not (math.isfinite(ratio) and ratio > 0):
         raise ValueError(f"ssd alpha_scale='relative' needs a positive importance ratio sum(I_f) / sum(I_D), got "
@@ -123,6 +168,7 @@ def selective_synaptic_dampening(task: Task, hp: dict) -> nn.Module:
     unit = ratio if hp["alpha_scale"] == "relative" else 1.0
     model = task.copy_original()
     dampened = dampen(model, forget_imp, data_imp, hp["alpha"] * unit, lam * unit)
-    # Zero dampened weights means alpha is above every weight's I_f / I_D: the ratio says where to look.
+    # Zero dampened weights (weights whose value changed) means max(alpha, lambda) is above every weight's
+    # I_f / I_D: the ratio says where to look.
     task.notes.update(dampened_weights=dampened, importance_ratio=ratio if math.isfinite(ratio) else None)
     return model

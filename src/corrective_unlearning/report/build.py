@@ -41,9 +41,9 @@ from .seeds import format_entry, seed_stats, seeds_note, seeds_phrase
 FIXED_COLUMNS = ["cell", "status", "error", "dataset", "model", "manipulation", "manipulation_variant", "n", "seed",
                  "rate", "forget_set", "method", "hparams", "setting_index", "selected", "guarded", "guard", "oracle",
                  "selection_score", "forget_size", "method_seconds", "shared_seconds", "eval_seconds",
-                 "method_notes"]
+                 "method_notes", "shared_with"]
 _STRING_COLUMNS = {"cell", "status", "error", "dataset", "model", "manipulation", "manipulation_variant", "method",
-                   "hparams", "guard", "method_notes", "forget_set"}
+                   "hparams", "guard", "method_notes", "forget_set", "shared_with"}
 _INT_COLUMNS = {"n", "seed", "forget_size", "setting_index"}
 _BOOL_COLUMNS = {"selected", "guarded", "oracle"}
 
@@ -251,7 +251,8 @@ def _row(record: dict) -> dict:
                selection_score=_finite(record.get("selection_score")),
                method_seconds=timings.get("method_seconds"), shared_seconds=_shared_seconds(timings),
                eval_seconds=timings.get("eval_seconds"),
-               method_notes=hparams_key(record["method_notes"]) if record.get("method_notes") else None)
+               method_notes=hparams_key(record["method_notes"]) if record.get("method_notes") else None,
+               shared_with=record.get("shared_with"))
     row.update({k: _finite(v) for k, v in (record.get("metrics") or {}).items()})
     return row
 
@@ -503,16 +504,21 @@ def _time_section(marked: list[dict], methods: list[str], records: list[dict]) -
              "paid per cell, less than one run costs whenever work is shared.", "",
              "| method | cells | one complete run (s) | shared work (s) | amortised per grid cell (s) "
              "| one complete run (min) |", "|---|---:|---:|---:|---:|---:|"]
-    unpriced = []
+    unpriced, shared_models = [], []
     for method in methods:
         cells = [r for r in marked if r["method"] == method
                  if _finite((r.get("timings") or {}).get("method_seconds")) is not None]
         if not cells:
             continue
         amortised = np.mean([r["timings"]["method_seconds"] for r in cells])
-        runs = [run for r in cells if (run := complete_run(r, prices)) is not None]
-        if len(runs) < len(cells):
-            unpriced.append(f"{len(cells) - len(runs)} {method} cell(s) reused shared work whose computing cell "
+        own = [r for r in cells if not r.get("shared_with")]  # a cell that reused a model ran nothing
+        if len(own) < len(cells):
+            shared_models.append(f"{len(cells) - len(own)} of {len(cells)} {method} cells gave provably the same "
+                                 f"model as another setting of their deletion set, which ran once (`shared_with` in "
+                                 f"cells.csv); they are charged 0 s, in the amortised column only.")
+        runs = [run for r in own if (run := complete_run(r, prices)) is not None]
+        if len(runs) < len(own):
+            unpriced.append(f"{len(own) - len(runs)} {method} cell(s) reused shared work whose computing cell "
                             f"recorded no time for it; they are left out of its complete-run columns.")
         if runs:
             complete, shared = np.mean([c for c, _ in runs]), np.mean([s for _, s in runs])
@@ -521,7 +527,7 @@ def _time_section(marked: list[dict], methods: list[str], records: list[dict]) -
             full = ["n/a", "n/a", f"{amortised:.2f}", "n/a"]
         label = f"{ORIGINAL} (training)" if method == ORIGINAL else method
         lines.append(f"| {label} | {len(cells)} | " + " | ".join(full) + " |")
-    return lines + [""] + ([*unpriced, ""] if unpriced else [])
+    return lines + [""] + ([*unpriced, ""] if unpriced else []) + ([*shared_models, ""] if shared_models else [])
 
 
 def _number_text(value: float) -> str:

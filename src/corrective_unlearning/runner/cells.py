@@ -12,6 +12,12 @@ ToW references of a deletion set are obtained and scored once, before its first 
 ``<out>/references/<deletion set>.json`` and copied into its records as ``references``; their cost is never in a
 method's time. A forget set (grid key ``forget_sets``) is selected once per unit and described in
 ``<out>/forget_sets/<deletion set>.json`` and in its records as ``forget_set_info``.
+
+A setting that provably gives the same model as another setting of its deletion set that already ran in this unit
+(:data:`EQUIVALENT_SETTINGS`: SSD with ``alpha <= lambda`` depends on lambda alone, see
+:func:`~corrective_unlearning.methods.ssd.equivalence_key`) is not run again: its record copies that cell's metrics,
+notes and ToW, names it in ``shared_with``, and is charged 0 method and evaluation seconds (``timings.shared_model``
+says whose time it was).
 """
 from __future__ import annotations
 
@@ -37,6 +43,7 @@ from ..experiment import Setting, build_setting, original_spec, train_original
 from ..forget_sets import ForgetSetSelector, timed_selection
 from ..manipulations import index_hash
 from ..methods import METHODS, Task
+from ..methods.ssd import equivalence_key as ssd_equivalence_key
 from ..records import environment, write_json_atomic
 from ..references import DeletionSetReferences, clean_oracle_spec, deletion_set_references, train_clean_oracle
 from ..runtime import Runtime, Stopwatch
@@ -207,6 +214,39 @@ def _run_cell(cell: Cell, setting, original, info, make_task: Callable[[], Task]
 
 
 
+# method -> (resolved hyperparameters -> a key equal for exactly the settings that give bit-identical models on one
+# deletion set, or None); each rule carries its proof
+EQUIVALENT_SETTINGS: dict[str, Callable[[dict], object]] = {"ssd": ssd_equivalence_key}
+
+
+def equivalence(cell: Cell) -> tuple | None:
+    """The key of the cells of one deletion set whose models are provably identical to ``cell``'s, or None."""
+    rule = EQUIVALENT_SETTINGS.get(cell.method)
+    if rule is None:
+        return None
+    try:
+        key = rule(METHODS.get(cell.method).resolve(cell.hparams))
+    except (KeyError, TypeError, ValueError):  # a setting the method refuses runs (and fails) on its own
+        return None
+    return None if key is None else (cell.method, key)
+
+
+def shared_record(cell: Cell, source: dict) -> dict:
+    """The record of ``cell`` whose model equals the one ``source`` (a finished cell of the same deletion set)
+    computed: its metrics, notes and ToW, with 0 seconds charged here."""
+    timings = source.get("timings") or {}
+    record = {**source, **_cell_fields(cell), "started": time.time(), "shared_with": source["cell"]}
+    record["metrics"] = dict(source["metrics"])
+    record["method_notes"] = dict(source.get("method_notes") or {})
+    record["timings"] = {"method_seconds": 0.0, "eval_seconds": 0.0, "shared_seconds": 0.0, "shared_paid": {},
+                         "shared_reused": [], "shared_model": {
+                             "cell": source["cell"], "method_seconds": timings.get("method_seconds"),
+                             "eval_seconds": timings.get("eval_seconds"),
+                             "why": "same model: this method's equivalence rule (runner.cells.EQUIVALENT_SETTINGS)"}}
+    record.pop("worker", None)
+    return record
+
+
 # -- a worker: one unit (the cells of one deletion set) at a time, its setting kept warm ----------------------------
 
 @contextmanager
@@ -326,11 +366,19 @@ class Worker:
             references = _once(functools.partial(
                 _deletion_set_references, setting, original, info, forget, task, self.tow, held.clean_oracle,
                 self.runtime, self.config.cache, self.out / "references" / f"{first.deletion_set_id}.json"))
+        ran: dict[tuple, dict] = {}  # equivalence key -> the finished record of the first cell that had it
         for cell in cells:
             self._progress(cells, cell)
             _crash_hook(cell)
-            yield cell, _run_cell(cell, setting, original, info, task, forget, self.runtime, cell_base, references,
-                                  charge)
+            key = equivalence(cell)
+            if key in ran:
+                yield cell, shared_record(cell, ran[key])
+                continue
+            record = _run_cell(cell, setting, original, info, task, forget, self.runtime, cell_base, references,
+                               charge)
+            if key is not None and record.get("status") == "ok":
+                ran[key] = record
+            yield cell, record
 
     def _original(self, cell: Cell) -> _Original:
         """The setting of ``cell`` with its original model: the one held, or built now (trained under the cache
