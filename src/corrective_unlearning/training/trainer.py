@@ -15,8 +15,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
+from ..progress import progress_bar
 from ..runtime import Runtime, Stopwatch
 from .bank import ImageBank
 from .recipe import Recipe
@@ -111,7 +111,7 @@ def train(
     train_mode()
     for p in held:
         p.requires_grad_(False)
-    bar = tqdm(total=recipe.steps, desc=desc, disable=not runtime.progress, leave=False)
+    bar = progress_bar(recipe.steps, desc, runtime.progress, leave=False)
     with Stopwatch(runtime) as clock, _restore_grad(held):
         for step in range(recipe.steps):
             runtime.step_begin()
