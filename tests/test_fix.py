@@ -254,6 +254,14 @@ def test_corrective_fix_end_to_end_on_a_benchmark_run(tmp_path, capsys):
     for name in ("report.md", "flipped.csv", "figures/accuracy.png", "figures/per-class.png"):
         assert (out / name).stat().st_size > 0, name
     assert "## Before and after" in (out / "report.md").read_text()
+    # the backdoor field's names, and DER from its formula on the recorded ASR and C-Acc
+    bench = record["benchmark"]
+    assert "C-Acc: test accuracy" in printed and "ASR: " in printed and "RA: " in printed
+    before, after = bench["before"], bench["after"]
+    by_hand = (max(0.0, before["asr"] - after["asr"]) / 100 - max(0.0, before["c_acc"] - after["c_acc"]) / 100
+               + 1) / 2
+    assert bench["der"] == pytest.approx(by_hand) and bench["clean_label"] is False
+    assert f"{by_hand:.3f}" in printed and "DER" in (out / "report.md").read_text()
 
 
 def test_corrective_fix_names_a_bad_argument(tmp_path, capsys):

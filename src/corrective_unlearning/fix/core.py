@@ -13,7 +13,7 @@ from torch import nn
 
 from ..config import default_val_size
 from ..data import stratified_split
-from ..evaluation import predict
+from ..evaluation import defense_effectiveness, predict
 from ..methods import METHODS, Task
 from ..runtime import Runtime, Stopwatch
 from ..selection import DEFAULT_MAX_VAL_DROP
@@ -129,7 +129,17 @@ def correct(
 
         report["benchmark"] = {"before": evaluate(original, data.setting, runtime, flagged),
                                "after": evaluate(corrected, data.setting, runtime, flagged)}
+        report["benchmark"].update(_backdoor_summary(report["benchmark"], data.setting.manipulated.params))
     return Correction(corrected.eval(), report)
+
+
+def _backdoor_summary(benchmark: dict, params: dict) -> dict:
+    """For a backdoor: BackdoorBench's DER from the before/after ASR and C-Acc, and whether the attack was
+    clean-label (then the flagged samples' given labels are their true labels)."""
+    if "asr" not in benchmark["before"]:
+        return {}
+    return {"der": defense_effectiveness(benchmark["before"], benchmark["after"]),
+            "clean_label": bool(params.get("clean_label"))}
 
 
 def check_max_val_drop(max_val_drop, name: str = "max_val_drop") -> float:

@@ -82,9 +82,10 @@ def _accuracy_rows(report: dict) -> list[tuple[str, float | None, float | None]]
         rows.append(("added suspects: accuracy on their true labels", b["added_acc_true"], a["added_acc_true"]))
     bench = report.get("benchmark")
     if bench:
-        names = {"test_acc": "test accuracy (clean images)", "utility_acc": "utility (test data outside D_m)",
+        names = {"test_acc": "C-Acc: test accuracy (clean images)", "utility_acc": "utility (test data outside D_m)",
                  "affected_acc": "affected test domain, clean labels (poison: triggered images)",
-                 "affected_nontarget_acc": "triggered test images outside the target class, clean labels",
+                 "affected_nontarget_acc": "RA: triggered test images outside the target class, clean labels",
+                 "asr": "ASR: the same triggered images predicted as the attack's label",
                  "manipulated_acc": "all manipulated training samples, clean labels"}
         rows += [(label, bench["before"].get(key), bench["after"].get(key)) for key, label in names.items()
                  if key in bench["before"]]
@@ -97,9 +98,24 @@ def before_after(report: dict) -> str:
     width = max(len(r[0]) for r in rows)
     lines = [f"{report['method']} {report['hparams']} in {report['seconds']:.1f} s", f"{'':{width}s}  before   after"]
     lines += [f"{label:{width}s}  {_pct(before)}  {_pct(after)}" for label, before, after in rows]
+    lines += backdoor_notes(report)
     lines += [f"auto skipped {s['method']} (it cannot run on this model): {s['reason']}"
               for s in report.get("skipped_candidates") or []]
     return "\n".join(lines)
+
+
+def backdoor_notes(report: dict) -> list[str]:
+    """DER, and what the flagged samples' "given labels" are under a clean-label attack."""
+    bench = report.get("benchmark") or {}
+    if "der" not in bench:
+        return []
+    lines = [f"DER (BackdoorBench's defence effectiveness rating, [max(0, ASR drop) - max(0, C-Acc drop) + 1] / 2; "
+             f"0.5 = unchanged, 1 = attack removed at no accuracy cost): {bench['der']:.3f}"]
+    if bench.get("clean_label"):
+        lines.append("Clean-label attack: the flagged samples' given labels are their true labels, so agreement "
+                     "with them falling means the model no longer ties these triggered images to their own class, "
+                     "not that it learned a correct label.")
+    return lines
 
 
 def _pct(value) -> str:
@@ -125,6 +141,9 @@ def render_markdown(report: dict, figures: list) -> str:
     for label, before, after in _accuracy_rows(report):
         change = None if before is None or after is None else after - before
         lines.append(f"| {label} | {_fmt(before)} | {_fmt(after)} | {'' if change is None else f'{change:+.1f}'} |")
+    notes = backdoor_notes(report)
+    if notes:
+        lines += [""] + [f"- {note}" for note in notes]
     flips = report["flipped"]
     lines += ["", f"Predictions changed on {flips['training_samples']} training samples: {flips['in_deletion_set']} in "
               f"the deletion set, {flips['outside']} outside it (every one in `flipped.csv`).", ""]
