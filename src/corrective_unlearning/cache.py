@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -128,6 +129,26 @@ class ModelCache:
                 return {name: f.get_tensor(name) for name in f.keys()}, metadata
         except Exception:
             return {}, {"weights_sha256": sha}
+
+
+def check_cache_writable() -> Path:
+    """The cache folder (``$CORRECTIVE_CACHE_DIR``, default ``~/.cache/corrective-unlearning``), made if missing;
+    a one-line ConfigError when it cannot be made or written (checked by writing and removing a file in it)."""
+    import tempfile
+
+    from .config import ConfigError
+
+    root = cache_dir()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=root, prefix=".write-check.", suffix=".tmp")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ConfigError(f"the cache folder {root} ($CORRECTIVE_CACHE_DIR) is not writable ({reason}); set "
+                          f"CORRECTIVE_CACHE_DIR to a folder you can write to") from None
+    return root
 
 
 def originals_cache() -> ModelCache:

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..config import read_yaml
 from ..runner.spec import ORIGINAL, GridConfig
-from ..runner.store import load_records
+from ..runner.store import read_records
 from ..methods import METHODS, hparams_key
 from ..selection import (DEFAULT_MAX_VAL_DROP, FALLBACK, NO_REFERENCE, NoValidationDataError, group_key,
                          manipulation_variant, mark_selection)
@@ -98,9 +98,14 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None,
     below the original model's, in points."""
     results_dir = Path(results_dir)
     out = Path(out_dir) if out_dir is not None else results_dir / "report"
-    records = [_expanded_as_method(r) for r in restore_grid_order(load_records(results_dir), results_dir)]
+    loaded = read_records(results_dir, config_only=True)  # the stored config's cells; the rest is counted, said
+    for note in loaded.notes(results_dir):
+        print(note, file=sys.stderr)
+    records = [_expanded_as_method(r) for r in restore_grid_order(loaded.records, results_dir)]
     if not records:
-        raise ValueError(f"no records in {results_dir / 'records'}: run the grid with --out {results_dir} first")
+        raise ValueError(f"no records in {results_dir / 'records'}"
+                         + (f" of the cells of its config.yaml ({len(loaded.ignored)} of other cells ignored)"
+                            if loaded.ignored else "") + f": run the grid with --out {results_dir} first")
     try:
         marked, no_selection = mark_selection(records, max_val_drop), None
     except NoValidationDataError as error:

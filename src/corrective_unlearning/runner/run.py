@@ -1,14 +1,19 @@
-"""``corrective run``: a grid config -> the pending cells -> an executor -> one record per cell in the store."""
+"""``corrective run``: a grid config -> the pending cells -> an executor -> one record per cell in the store.
+
+Before any work: ``--out`` must be a folder this process can write, the cache folder too, no other run may hold
+``--out`` (:func:`.store.out_lock`), the stored config must be the same setting (:func:`.store.check_resume`), and
+every manipulation size must be drawable from the dataset (:func:`check_sizes`). Then files of ``records/`` that
+are not records are set aside, orphan temporary files of dead writers are swept, and the pending cells run."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
-from ..config import to_dict, write_yaml
+from ..config import ConfigError, to_dict, write_yaml
+from ..progress import progress_bar
 from .executors import create_executor
 from .spec import GridConfig, expand_cells, units
-from .store import ResultStore, check_resume, clear_progress, write_plan
+from .store import ResultStore, check_out_dir, check_resume, clear_progress, out_lock, sweep_out, write_plan
 
 
 def run_grid(config: GridConfig, out: str | Path, progress: bool = True, executor: str = "local",
@@ -16,12 +21,30 @@ def run_grid(config: GridConfig, out: str | Path, progress: bool = True, executo
     """Run every unfinished cell on ``executor`` (``local`` or ``ray``); returns the records written in this call.
     ``workers``: how many worker processes/actors (default: one per GPU, else one in-process worker for ``local``
     and one per CPU for ``ray``); ``retries``: how many times the cells of a worker that died are resubmitted."""
+    from ..cache import check_cache_writable
+
+    started = time.time()
+    check_out_dir(out)
+    check_cache_writable()
+    with out_lock(out):
+        try:
+            return _run_locked(config, Path(out), progress, executor, workers, retries)
+        finally:
+            # temporary files older than this run are no writer's of this run: orphans of an earlier one
+            sweep_out(out, older_than=started)
+
+
+def _run_locked(config: GridConfig, out: Path, progress: bool, executor: str, workers: int | None,
+                retries: int) -> list[dict]:
     store = ResultStore(out)
     recipe = config.resolved_recipe()
     resolved = to_dict(config) | {"model": config.model_name, "resolved_recipe": recipe.to_dict()}
-    check_resume(Path(out), resolved)
+    check_resume(out, resolved)
     runner = create_executor(executor, config, out, workers, retries)  # a missing Ray fails before any work
-    write_yaml(Path(out) / "config.yaml", resolved)
+    check_sizes(config)
+    write_yaml(out / "config.yaml", resolved)
+    sweep_out(out)  # temporary files of writers that died (a killed run)
+    store.set_aside_invalid()
     cells = expand_cells(config)
     pending = [c for c in cells if not store.done(c)]
     print(f"{len(cells)} cells, {len(cells) - len(pending)} already done, {len(pending)} to run -> {out}", flush=True)
@@ -29,15 +52,15 @@ def run_grid(config: GridConfig, out: str | Path, progress: bool = True, executo
         return []
     write_plan(out, cells, executor)
     written: list[dict] = []
-    bar = tqdm(total=len(pending), desc=f"grid ({executor})", unit="cell", disable=not progress)
+    bar = progress_bar(len(pending), f"grid ({executor})", progress, unit="cell")
 
     def on_record(record: dict) -> None:
         written.append(record)
-        bar.update()
         metrics = record.get("metrics", {})
         bar.set_postfix_str(f"last {record['method']}: affected {metrics.get('affected_acc', float('nan')):.1f} "
                             f"utility {metrics.get('utility_acc', float('nan')):.1f}"
                             if record["status"] == "ok" else f"last {record['method']}: FAILED")
+        bar.update()
 
     try:
         runner.run(units(pending), on_record)
@@ -45,3 +68,40 @@ def run_grid(config: GridConfig, out: str | Path, progress: bool = True, executo
         bar.close()
         clear_progress(out)
     return written
+
+
+def check_sizes(config: GridConfig) -> None:
+    """Every (manipulation, size) of the grid can be drawn from the dataset: n at most the candidates (the training
+    split less the validation split; for a class-restricted manipulation, that class's samples), as the
+    manipulation itself checks it on the dataset's labels (no training; the first seed's split, whose per-class
+    sizes every seed shares). A ConfigError names the first that cannot; a dataset this process cannot load is
+    left to the workers, which report it."""
+    grids = [(i, m) for i, m in enumerate(config.manipulation_grids()) if m.name != "none"]
+    if not grids:
+        return
+    from ..data import load_dataset, stratified_split
+    from ..manipulations import manipulate
+
+    try:
+        dataset = load_dataset(config.dataset.name, **config.dataset.loader_options())
+    except Exception:  # not found here (e.g. a cluster's workers see other paths): the workers say why
+        return
+    labels = dataset.train_labels
+    val_size = config.dataset.resolved_val_size(len(labels))
+    try:
+        train_idx, _ = stratified_split(labels, val_size, config.seeds[0])
+    except ValueError as error:
+        raise ConfigError(f"dataset.val_size: {error}") from None
+    for i, m in grids:
+        for n in sorted(set(m.sizes), reverse=True):  # the largest first: the one most likely too large
+            where = f"manipulations[{i}] ({m.name}) size {n}"
+            if n > len(train_idx):
+                raise ConfigError(f"{where}: n exceeds the {len(train_idx)} samples it can be drawn from "
+                                  f"({dataset.name}: {len(labels)} training samples less the {val_size} of the "
+                                  f"validation split)")
+            try:
+                manipulate(m.name, dataset, train_idx, n, config.seeds[0], **m.params)
+            except (ValueError, KeyError, TypeError) as error:
+                message = error.args[0] if isinstance(error, KeyError) and error.args else error
+                raise ConfigError(f"{where}: {message} ({dataset.name}: {len(labels)} training samples, "
+                                  f"{val_size} held out for validation)") from None

@@ -147,9 +147,7 @@ class GridConfig(RunConfig):
 def load_grid_config(path: str | None, overrides: list[str]) -> GridConfig:
     data = read_yaml(path) if path else {}
     config = from_dict(GridConfig, apply_overrides(data, overrides))
-    for rate in config.rates:
-        if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 < float(rate) <= 1:
-            raise ConfigError(f"discovery rates must be numbers in (0, 1], got {rate!r}")
+    check_grid_lists(config)
     forget_sets = config.forget_set_specs()
     for m in config.manipulation_grids():
         for n in m.sizes:
@@ -177,7 +175,54 @@ def load_grid_config(path: str | None, overrides: list[str]) -> GridConfig:
         check_params(m.name, m.params, f"manipulations[{i}].params")
     config.tow_options()
     config.expand_sizes()
+    seen = set()
+    for cell in expand_cells(config):  # e.g. one manipulation listed twice: its cells would run twice
+        if cell.id in seen:
+            raise ConfigError(f"the grid has cell {cell.id} twice: a manipulation, size, seed or rate is listed "
+                              f"more than once")
+        seen.add(cell.id)
     return config
+
+
+def check_grid_lists(config: GridConfig) -> None:
+    """Seeds: distinct integers >= 0; rates: distinct numbers in (0, 1], also at the two decimals of a cell id;
+    each manipulation's sizes distinct; a registered model. A ConfigError (one line) names the first problem."""
+    from ..models import MODELS
+
+    seeds = config.seeds
+    if not isinstance(seeds, list) or not seeds:
+        raise ConfigError(f"seeds: expected a non-empty list of distinct integers >= 0, got {seeds!r}")
+    for i, seed in enumerate(seeds):
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ConfigError(f"seeds: expected distinct integers >= 0, got seeds[{i}] = {seed!r} "
+                              f"({type(seed).__name__})")
+    twice = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if twice:
+        raise ConfigError(f"seeds: {twice[0]} is listed twice (its cells would run twice); got {seeds!r}")
+    if not isinstance(config.rates, list) or not config.rates:
+        raise ConfigError(f"rates: expected a non-empty list of discovery rates in (0, 1], got {config.rates!r}")
+    for rate in config.rates:
+        if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 < float(rate) <= 1:
+            raise ConfigError(f"discovery rates must be numbers in (0, 1], got {rate!r}")
+    by_id: dict[str, object] = {}
+    for rate in config.rates:
+        label = f"{float(rate):.2f}"  # a cell id holds the rate to two decimals
+        if label in by_id:
+            same = float(by_id[label]) == float(rate)
+            raise ConfigError(f"rates: {by_id[label]!r} and {rate!r} are one rate, listed twice (its cells would "
+                              f"run twice)" if same else
+                              f"rates: {by_id[label]!r} and {rate!r} are one rate in cell ids (rate{label}); "
+                              f"give rates with at most two decimals")
+        by_id[label] = rate
+    for i, m in enumerate(config.manipulations or []):
+        sizes = m.get("sizes") if isinstance(m, dict) else None
+        if isinstance(sizes, list):
+            twice = [n for j, n in enumerate(sizes) if n in sizes[:j]]
+            if twice:
+                raise ConfigError(f"manipulations[{i}].sizes: {twice[0]!r} is listed twice (its cells would run "
+                                  f"twice); got {sizes!r}")
+    if config.model_name not in MODELS:
+        raise ConfigError(f"model: unknown model {config.model_name!r}; known models: {', '.join(MODELS.names())}")
 
 
 def _digest(text: str) -> str:

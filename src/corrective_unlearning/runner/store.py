@@ -1,15 +1,70 @@
 """The results store: ``<out>/records/<cell id>.json``, one atomic file per cell, written by the worker that ran
 it (a temporary file renamed into place, so concurrent writers never leave half a record). Everything else is
-derived from it: the aggregate tables, the resume check, ``corrective status``."""
+derived from it: the aggregate tables, the resume check, ``corrective status``.
+
+One ``corrective run`` at a time writes to an ``--out``: it holds an advisory lock on ``<out>/run.lock`` (flock,
+released when the process dies) and a second run on the same folder is refused, naming the first's process. A file
+in ``records/`` that is not a record (not JSON, or JSON without a record's fields) is moved to
+``records/invalid/`` by the next run, with a warning, and its cell runs again; the readers (``status``, ``report``)
+leave it out with a warning."""
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import socket
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from ..config import ConfigError, read_yaml
 from ..methods import hparams_key
-from ..records import write_json_atomic
+from ..records import sweep_temporaries, write_json_atomic
 from .spec import Cell
+
+INVALID = "invalid"  # records/invalid/: files of records/ that are not records, set aside by a run
+
+# What every record holds (the runner writes more): the fields status and report group and count by.
+_REQUIRED = {"cell": str, "status": str, "method": str, "manipulation": str, "n": int, "seed": int,
+             "rate": (int, float), "hparams": dict}
+
+
+def record_problem(record, stem: str | None = None) -> str | None:
+    """Why ``record`` (parsed JSON of ``<stem>.json``) is not a cell's record, or None when it is one: a mapping
+    with a cell id (the file's name), a status ok (with metrics) or failed (with an error), the method and the
+    cell's manipulation, n, seed, rate and hyperparameters."""
+    if not isinstance(record, dict):
+        return f"expected a JSON object, got {'null' if record is None else type(record).__name__}"
+    missing = [key for key in _REQUIRED if key not in record]
+    if missing:
+        return f"missing field(s) {', '.join(missing)}"
+    wrong = [key for key, kind in _REQUIRED.items()
+             if not isinstance(record[key], kind) or (kind is int and isinstance(record[key], bool))]
+    if wrong:
+        return f"field(s) {', '.join(wrong)} of the wrong type"
+    if stem is not None and record["cell"] != stem:
+        return f"its cell is {record['cell']!r}, not the file's name"
+    if record["status"] == "ok" and not isinstance(record.get("metrics"), dict):
+        return "status ok without metrics"
+    if record["status"] not in ("ok", "failed"):
+        return f"status {record['status']!r} (expected ok or failed)"
+    return None
+
+
+def read_record(path: Path) -> tuple[dict | None, str | None]:
+    """(the record in ``path``, None), or (None, why it is not one): unreadable, not JSON, not a record."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as error:
+        return None, f"unreadable ({error})"
+    except json.JSONDecodeError as error:
+        return None, f"not JSON ({error})"
+    problem = record_problem(data, path.stem)
+    return (None, problem) if problem else (data, None)
+
 
 class ResultStore:
     """``<out>/records/<cell id>.json``: one file per finished cell."""
@@ -23,10 +78,10 @@ class ResultStore:
 
     def done(self, cell: Cell) -> bool:
         path = self.path(cell)
-        try:
-            return path.exists() and json.loads(path.read_text()).get("status") == "ok"
-        except (json.JSONDecodeError, OSError):
-            return False  # unreadable: run the cell again
+        if not path.exists():
+            return False
+        record, _ = read_record(path)
+        return record is not None and record["status"] == "ok"  # not a record: run the cell again
 
     def written_since(self, cell: Cell, since: float) -> bool:
         """A record of ``cell`` (ok or failed) was written at or after ``since`` (a time.time())."""
@@ -41,15 +96,177 @@ class ResultStore:
     def load(self) -> list[dict]:
         return load_records(self.out)
 
+    def set_aside_invalid(self, warn=None) -> list[tuple[Path, str]]:
+        """Move every file of ``records/`` that is not a record to ``records/invalid/`` (a name already there gets
+        a numbered suffix), saying so on stderr (or to ``warn``); their cells count as not done. Returns
+        (new path, why) of each."""
+        moved = []
+        for path in sorted(self.records.glob("*.json")):
+            record, problem = read_record(path)
+            if record is not None:
+                continue
+            target = self.records / INVALID / path.name
+            for i in range(1, 10_000):
+                if not target.exists():
+                    break
+                target = target.with_name(f"{path.name}.{i}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.replace(path, target)
+            except FileNotFoundError:  # gone meanwhile
+                continue
+            moved.append((target, problem))
+            (warn or _warn)(f"warning: {path} is not a valid record ({problem}); moved to "
+                            f"{target.relative_to(self.out)}, its cell runs again")
+        return moved
+
+
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Loaded:
+    """What :func:`read_records` found: the records (of the stored config's cells, when asked), the files that
+    are not records, and the records of cells the stored config does not have."""
+
+    records: list[dict] = field(default_factory=list)
+    invalid: list[tuple[Path, str]] = field(default_factory=list)
+    ignored: list[dict] = field(default_factory=list)
+
+    def notes(self, out: Path) -> list[str]:
+        """One warning line for the invalid files and one for the ignored records, as far as there are any."""
+        lines = []
+        if self.invalid:
+            path, problem = self.invalid[0]
+            lines.append(f"warning: {len(self.invalid)} file(s) in {out / 'records'} are not valid records and were "
+                         f"left out (first: {path.name}, {problem}); the next 'corrective run' moves them to "
+                         f"records/{INVALID}/ and runs their cells again")
+        if self.ignored:
+            lines.append(f"note: {len(self.ignored)} record(s) in {out / 'records'} are of cells that "
+                         f"{out / 'config.yaml'} does not have (an earlier grid, e.g. other hyperparameters) and "
+                         f"were ignored")
+        return lines
+
+
+def read_records(out: str | Path, config_only: bool = False) -> Loaded:
+    """The valid records of ``<out>/records`` (file-name order) and the files that are not records. With
+    ``config_only``, records of cells that the stored ``config.yaml`` does not expand to are set apart as
+    ``ignored`` (when the stored config is not a full grid config, every record counts)."""
+    out = Path(out)
+    loaded = Loaded()
+    for path in sorted((out / "records").glob("*.json")):
+        record, problem = read_record(path)
+        if record is None:
+            loaded.invalid.append((path, problem))
+        else:
+            loaded.records.append(record)
+    cells = config_cell_ids(out) if config_only else None
+    if cells is not None:
+        loaded.ignored = [r for r in loaded.records if r["cell"] not in cells]
+        loaded.records = [r for r in loaded.records if r["cell"] in cells]
+    return loaded
+
 
 def load_records(out: str | Path) -> list[dict]:
-    records = []
-    for path in sorted((Path(out) / "records").glob("*.json")):
+    """Every valid record of ``<out>/records``; files that are not records are left out with a warning."""
+    loaded = read_records(out)
+    for line in loaded.notes(Path(out)):
+        _warn(line)
+    return loaded.records
+
+
+def config_cell_ids(out: str | Path) -> set[str] | None:
+    """The ids of the cells of ``<out>/config.yaml`` (the grid last started there), or None when it is absent or
+    not a grid config that expands to cells (e.g. only its ``methods``)."""
+    from ..config import from_dict
+    from .spec import GridConfig, expand_cells
+
+    path = Path(out) / "config.yaml"
+    if not path.exists():
+        return None
+    try:
+        data = read_yaml(path)
+        if not data.get("manipulations"):
+            return None
+        data.pop("resolved_recipe", None)  # written beside the config, not a key of it
+        return {cell.id for cell in expand_cells(from_dict(GridConfig, data))}
+    except Exception as error:  # a stale or foreign config: every record counts, and the report says why
+        _warn(f"note: {path} does not expand to a grid ({type(error).__name__}: {error}); every record is read")
+        return None
+
+
+# -- the lock on --out: one run at a time -----------------------------------------------------------------------------
+
+LOCK = "run.lock"
+
+
+class OutLockedError(RuntimeError):
+    """Another ``corrective run`` holds the lock on this ``--out``."""
+
+
+def check_out_dir(out: str | Path) -> None:
+    """Raise a one-line ConfigError unless ``out`` is (or can be made) a folder this process can write."""
+    out = Path(out)
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        where = "is a file" if existing == out else f"cannot be made: {existing} is a file"
+        raise ConfigError(f"--out {out} {where}; expected a folder (new or a previous run's)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "" if existing == out else f" ({existing}, where it would be made)"
+        raise ConfigError(f"--out {out} is not writable{what}; choose a folder you can write to")
+
+
+@contextmanager
+def out_lock(out: str | Path) -> Iterator[None]:
+    """Hold the advisory lock ``<out>/run.lock`` (flock: released when this process dies, also by a kill) while a
+    grid runs; its content names the holder (pid, host, start time). A second holder is refused at once with an
+    :class:`OutLockedError` naming the first."""
+    out = Path(out)
+    path = out / LOCK
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+")
+    except OSError as error:
+        raise ConfigError(f"--out {out}: cannot write there ({error.strerror or error})") from None
+    try:
         try:
-            records.append(json.loads(path.read_text()))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"record {path} is corrupt ({error}); delete it and re-run the grid") from None
-    return records
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutLockedError(f"--out {out} is in use by another 'corrective run' ({_holder(path)}); wait for it "
+                                 f"to finish (corrective status {out}) or use another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}) + "\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        handle.close()
+
+
+def _holder(path: Path) -> str:
+    """``pid 123 on host h, started 2024-05-01 10:00:00``: who holds the lock (its holder writes this at once)."""
+    for _ in range(20):  # the holder writes its name right after taking the lock
+        try:
+            holder = json.loads(path.read_text())
+            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder["started"]))
+            return f"pid {holder['pid']} on host {holder['host']}, started {started}"
+        except (OSError, ValueError, KeyError, TypeError):
+            time.sleep(0.05)
+    return "pid and host unknown"
+
+
+def sweep_out(out: str | Path, older_than: float | None = None) -> list[Path]:
+    """Remove orphan temporary files of dead writers (see :func:`..records.sweep_temporaries`) in the folders a
+    run writes: ``<out>``, ``records/``, ``references/``, ``forget_sets/``."""
+    out = Path(out)
+    return [path for folder in (out, out / "records", out / "references", out / "forget_sets")
+            for path in sweep_temporaries(folder, older_than)]
 
 
 # What an original model and its manipulation depend on: a finished cell computed under other values is not a
@@ -155,10 +372,12 @@ def grid_status(out: str | Path) -> dict:
                                 f"'corrective run'?")
     plan = (_read_json(out / "cells.json") or {}).get("cells", [])
     method_of = {c["id"]: c["method"] for c in plan}
-    records = {}
+    records, invalid = {}, []
     for path in sorted((out / "records").glob("*.json")):
-        record = _read_json(path)
-        if record is not None:
+        record, problem = read_record(path)
+        if record is None:  # not a record: its cell counts as left
+            invalid.append((path.name, problem))
+        else:
             records[path.stem] = record
             method_of.setdefault(path.stem, record.get("method", "?"))
     run = _read_json(out / "progress" / "run.json")
@@ -195,7 +414,7 @@ def grid_status(out: str | Path) -> dict:
     failed = sorted((r for r in records.values() if r.get("status") != "ok"), key=lambda r: r.get("started", 0))
     return {"out": str(out), "live": live, "executor": (run or {}).get("executor"), "workers": workers,
             "methods": methods, "eta_seconds": remaining / max(workers, 1) if every else None,
-            "errors": [(r.get("cell", "?"), r.get("error", "")) for r in failed[-5:]]}
+            "errors": [(r.get("cell", "?"), r.get("error", "")) for r in failed[-5:]], "invalid": invalid}
 
 
 def format_status(status: dict) -> str:
@@ -223,4 +442,9 @@ def format_status(status: dict) -> str:
                      f"(measured s/cell x cells, over {max(status['workers'], 1)} worker(s))")
     for cell, error in status["errors"]:
         lines.append(f"failed {cell}: {error}")
+    invalid = status.get("invalid") or []
+    if invalid:
+        lines.append(f"warning: {len(invalid)} file(s) in records/ are not valid records (first: {invalid[0][0]}, "
+                     f"{invalid[0][1]}); counted as left: the next 'corrective run' moves them to records/{INVALID}/ "
+                     f"and runs their cells again")
     return "\n".join(lines)
