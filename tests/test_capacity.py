@@ -186,3 +186,27 @@ def test_a_user_block_implementing_the_protocol_is_widened():
         assert torch.allclose(wide(x), model(x), atol=1e-5)
     back = narrow(wide)
     assert all(a.shape == b.shape for a, b in zip(back.state_dict().values(), model.state_dict().values()))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_widening_is_seeded_by_its_seed_and_leaves_the_global_rng_alone(name):
+    model = _trained_like(name)
+
+    def widened(seed: int, noise: int):
+        torch.manual_seed(noise)
+        torch.rand(7)  # whatever ran before
+        state = torch.get_rng_state()
+        wide = widen(model, seed=seed)
+        assert torch.equal(torch.get_rng_state(), state)  # no draw from the global RNG
+        return wide.net.state_dict()
+
+    a, b, c = widened(0, 1), widened(0, 2), widened(1, 1)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same seed: same spare weights, whatever ran before
+    assert any(not torch.equal(a[k], c[k]) for k in a)  # another seed: other spare weights
+    # fresh weights are torch's default initialisation: uniform within +-1/sqrt(fan_in)
+    orig = model.state_dict()
+    for k, w in a.items():
+        if k.endswith("weight") and w.dim() == 4 and orig[k].shape[0] < w.shape[0]:
+            fresh = w[orig[k].shape[0]:]
+            bound = 1 / fresh[0].numel() ** 0.5
+            assert fresh.abs().max() <= bound and fresh.std() > bound / 4
