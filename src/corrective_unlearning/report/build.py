@@ -35,6 +35,7 @@ from ..methods import METHODS, hparams_key
 from ..selection import (DEFAULT_MAX_VAL_DROP, FALLBACK, NO_REFERENCE, NoValidationDataError, group_key,
                          manipulation_variant, mark_selection)
 from .figures import Curve, plot_levels, plot_metric
+from .attacks import attack_sections
 from .rem_map import rem_map
 from .seeds import format_entry, seed_stats, seeds_note, seeds_phrase
 
@@ -130,9 +131,12 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None,
     # REM's regularity x discovery map: only where >= 2 of poison / interclass / random_labels share a grid
     map_lines, map_figures = rem_map(rate_cells, methods, out / "figures", max_val_drop, no_selection)
     figures += map_figures
+    attack_lines, attack_figures = ([], []) if no_selection else attack_sections(rate_cells, methods,
+                                                                                 out / "figures")
+    figures += attack_figures
     summary = summary_markdown(marked, failed, methods, results_dir, [p.relative_to(out) for p in figures],
                                max_val_drop=max_val_drop, no_selection=no_selection, records=records,
-                               extra=map_lines)
+                               extra=map_lines + attack_lines)
     (out / "summary.md").write_text(summary)
     paths["summary.md"] = out / "summary.md"
     paths.update({str(p.relative_to(out)): p for p in figures})

@@ -73,15 +73,19 @@ class GridConfig(RunConfig):
     expand: list | None = None
     expand_ranking: str = "combined"
 
-    def expand_sizes(self) -> list[int]:
-        """The ``expand`` entries, validated; [0] when absent."""
+    def expand_sizes(self, method: str | None = None) -> list[int]:
+        """The ``expand`` entries, validated; [0] when absent. With ``method``: that method's own ``expand``
+        (``methods: {eu: {expand: [0, 300]}}``: only EU's deletion sets are grown) or else the grid's."""
         from ..suspects import ranking_names
 
-        sizes = [0] if self.expand is None else self.expand
+        options = self.methods.get(method) if method is not None else None
+        own = options.get("expand") if isinstance(options, dict) else None
+        sizes = [0] if self.expand is None and own is None else own if own is not None else self.expand
+        where = f"methods.{method}.expand" if own is not None else "expand"
         if not isinstance(sizes, list) or not sizes or any(
                 isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in sizes) or len(set(sizes)) != len(sizes):
-            raise ConfigError(f"expand: expected a non-empty list of distinct integers >= 0 (0 = no expansion), "
-                              f"got {self.expand!r}")
+            raise ConfigError(f"{where}: expected a non-empty list of distinct integers >= 0 (0 = no expansion), "
+                              f"got {sizes!r}")
         if self.expand_ranking not in ranking_names():
             raise ConfigError(f"expand_ranking: expected one of {ranking_names()}, got {self.expand_ranking!r}")
         if self.forget_sets and any(sizes):
@@ -132,9 +136,10 @@ class GridConfig(RunConfig):
         if options.get("params") is not None and not isinstance(options["params"], dict):
             raise ConfigError(f"methods.{name}.params: expected a mapping (name -> value), got "
                               f"{type(options['params']).__name__} {options['params']!r}")
-        unknown = sorted(set(options) - {"grid", "params"})
+        unknown = sorted(set(options) - {"grid", "params", "expand"})
         if unknown:
-            raise ConfigError(f"methods.{name}: unknown key(s) {unknown}; expected 'grid' and/or 'params'")
+            raise ConfigError(f"methods.{name}: unknown key(s) {unknown}; expected 'grid', 'params' and/or "
+                              f"'expand'")
         grid = options.get("grid", spec.grid) or {}
         points = [p for g in (grid if isinstance(grid, list) else [grid]) for p in expand_grid(g)]
         points = list({hparams_key(p): p for p in points}.values())  # a setting listed twice runs once
@@ -174,7 +179,8 @@ def load_grid_config(path: str | None, overrides: list[str]) -> GridConfig:
     for i, m in enumerate(config.manipulation_grids()):
         check_params(m.name, m.params, f"manipulations[{i}].params")
     config.tow_options()
-    config.expand_sizes()
+    for name in [None, *config.methods]:
+        config.expand_sizes(name)
     seen = set()
     for cell in expand_cells(config):  # e.g. one manipulation listed twice: its cells would run twice
         if cell.id in seen:
@@ -278,10 +284,11 @@ def expand_cells(config: GridConfig) -> list[Cell]:
                 for name in config.methods:
                     cells += [Cell(m.name, params, n, seed, 1.0, name, hp, i, spec.label)
                               for i, hp in enumerate(config.method_settings(name))]
+            sizes = {name: config.expand_sizes(name) for name in config.methods}
             for rate in ([] if forget_sets else sorted(float(r) for r in config.rates)):
-                for k in config.expand_sizes():
+                for k in sorted({k for own in sizes.values() for k in own}):
                     ranking = config.expand_ranking if k else ""
-                    for name in config.methods:
+                    for name in (name for name in config.methods if k in sizes[name]):
                         cells += [Cell(m.name, params, n, seed, rate, name, hp, i, "", k, ranking)
                                   for i, hp in enumerate(config.method_settings(name))]
     return cells

@@ -1,0 +1,37 @@
+"""The attacks recipe: its grid loads, a method's own ``expand`` grows only that method's deletion sets, and the
+cells of configs written without it are unchanged (tests/test_legacy_keys.py pins those)."""
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from corrective_unlearning.config import ConfigError
+from corrective_unlearning.runner import expand_cells, load_grid_config
+
+
+def test_the_attacks_recipe_loads_with_every_trigger():
+    config = load_grid_config("configs/attacks/fashion-mnist.yaml", [])
+    triggers = {(m.params.get("trigger") or {"name": "patch"})["name"] for m in config.manipulation_grids()}
+    assert triggers == {"patch", "blend", "sig", "wanet", "ftrojan", "bpp", "lc"}
+    cells = expand_cells(config)
+    expanded = Counter(c.method for c in cells if c.expand)
+    assert expanded == {"eu": 8 * 3}  # 8 attacks x 3 rates, EU only
+
+
+def test_a_methods_own_expand_applies_to_it_alone():
+    overrides = ["manipulations=[{name: poison, sizes: [20]}]", "rates=[0.5]",
+                 "methods={eu: {grid: {last_k: [all]}, expand: [0, 5]}, cf: {grid: {last_k: [all]}}}"]
+    cells = expand_cells(load_grid_config(None, overrides))
+    assert sorted((c.method, c.expand) for c in cells if c.method != "original") == [("cf", 0), ("eu", 0),
+                                                                                       ("eu", 5)]
+    # the grid-wide expand still applies to every method without its own
+    cells = expand_cells(load_grid_config(None, [*overrides[:2], "expand=[0, 3]",
+                                                 "methods={eu: {expand: [0, 5]}, cf: {}}"]))
+    assert sorted({(c.method, c.expand) for c in cells if c.method != "original"}) == [
+        ("cf", 0), ("cf", 3), ("eu", 0), ("eu", 5)]
+
+
+def test_a_bad_method_expand_is_refused_naming_the_method():
+    with pytest.raises(ConfigError, match=r"methods.eu.expand: expected a non-empty list of distinct integers"):
+        load_grid_config(None, ["manipulations=[{name: poison, sizes: [20]}]", "methods={eu: {expand: [-1]}}"])
