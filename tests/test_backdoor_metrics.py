@@ -101,8 +101,10 @@ def test_clean_label_poison_draws_n_of_the_target_class_and_keeps_labels(runtime
         manipulate("poison", data, candidates, 15, seed=0, target=2, clean_label=True)
     with pytest.raises(ValueError, match="clean_label .* needs one target class"):
         manipulate("poison", data, candidates, 4, seed=0, target="all-to-all", clean_label=True)
-    with pytest.raises(ValueError, match=r"poison target must be a class in \[0, 3\] or 'all-to-all', got 'any'"):
+    with pytest.raises(ValueError, match=r"target: expected int or 'all-to-all', got str 'any'"):
         manipulate("poison", data, candidates, 4, seed=0, target="any")
+    with pytest.raises(ValueError, match=r"poison target must be a class in \[0, 3\] or 'all-to-all', got 7"):
+        manipulate("poison", data, candidates, 4, seed=0, target=7)
 
 
 def test_a_trigger_spec_and_the_legacy_patch_keys_do_not_mix():

@@ -96,11 +96,11 @@ def test_check_params_names_the_unknown_and_the_accepted():
     with pytest.raises(ConfigError) as error:
         check_params("poison", {"tagret": 3, "patch_size": 2}, "manipulations[0].params")
     assert str(error.value) == ("manipulations[0].params: unknown param(s) ['tagret'] for manipulation poison; "
-                                "accepted: target, patch_size, position, value, pattern")
+                                "accepted: target, patch_size, position, value, pattern, trigger, clean_label")
     with pytest.raises(ConfigError, match=r"unknown param\(s\) \['x'\] for manipulation random_labels; "
                                           r"accepted: \(none\)"):
         check_params("random_labels", {"x": 1})
-    with pytest.raises(ConfigError, match="manipulation.params.target: expected int, got str '3'"):
+    with pytest.raises(ConfigError, match="manipulation.params.target: expected int or 'all-to-all', got str '3'"):
         check_params("poison", {"target": "3"})
     with pytest.raises(ConfigError, match="manipulation.params: expected dict, got int 3"):
         check_params("poison", 3)
@@ -127,7 +127,7 @@ def _grid(tmp_path, **changes):
      "manipulations[0].sizes[0]: expected int, got str 'a'"),
     ({"manipulations": [{"name": "poison", "sizes": [20], "params": {"tagret": 3}}]},
      "manipulations[0].params: unknown param(s) ['tagret'] for manipulation poison; "
-     "accepted: target, patch_size, position, value, pattern"),
+     "accepted: target, patch_size, position, value, pattern, trigger, clean_label"),
     ({"methods": {"cf": {"params": {"steps": "100"}}}},
      "method cf: hyperparameter 'steps': expected int, got str '100'"),
     ({"seeds": 0}, "config.seeds: expected list, got int 0"),

@@ -11,7 +11,7 @@ triggers were a registry. Options, each recorded only when set:
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 
@@ -38,7 +38,7 @@ def poison(
     candidates: torch.Tensor,
     n: int,
     seed: int,
-    target: int | str = 0,
+    target: int | Literal["all-to-all"] = 0,
     patch_size: int = 3,
     position: str = "bottom-right",
     value: int = 255,
