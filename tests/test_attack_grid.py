@@ -35,3 +35,16 @@ def test_a_methods_own_expand_applies_to_it_alone():
 def test_a_bad_method_expand_is_refused_naming_the_method():
     with pytest.raises(ConfigError, match=r"methods.eu.expand: expected a non-empty list of distinct integers"):
         load_grid_config(None, ["manipulations=[{name: poison, sizes: [20]}]", "methods={eu: {expand: [-1]}}"])
+
+
+def test_the_size_check_before_a_run_never_trains_a_surrogate(monkeypatch):
+    """The driver's check of n against the candidates draws the poisoned samples but stops where the
+    label-consistent trigger asks for its surrogate model (training one would be a whole original's cost)."""
+    from corrective_unlearning import experiment
+    from corrective_unlearning.runner.run import check_sizes
+
+    monkeypatch.setattr(experiment, "train_original", lambda *a, **k: pytest.fail("trained a model"))
+    lc = "{name: poison, sizes: [%d], params: {trigger: {name: lc}, clean_label: true, target: 1}}"
+    check_sizes(load_grid_config(None, ["dataset={name: synthetic}", f"manipulations=[{lc % 10}]"]))
+    with pytest.raises(ConfigError, match=r"poison \(clean-label: of target class 1\): n must be in \[0, 9"):
+        check_sizes(load_grid_config(None, ["dataset={name: synthetic}", f"manipulations=[{lc % 200}]"]))

@@ -70,6 +70,14 @@ def _run_locked(config: GridConfig, out: Path, progress: bool, executor: str, wo
     return written
 
 
+class _SurrogateAsked(Exception):
+    """A trigger (label-consistent) asked for a surrogate model during the size check."""
+
+
+def _no_surrogate():
+    raise _SurrogateAsked
+
+
 def check_sizes(config: GridConfig) -> None:
     """Every (manipulation, size) of the grid can be drawn from the dataset: n at most the candidates (the training
     split less the validation split; for a class-restricted manipulation, that class's samples), as the
@@ -100,7 +108,9 @@ def check_sizes(config: GridConfig) -> None:
                                   f"({dataset.name}: {len(labels)} training samples less the {val_size} of the "
                                   f"validation split)")
             try:
-                manipulate(m.name, dataset, train_idx, n, config.seeds[0], **m.params)
+                manipulate(m.name, dataset, train_idx, n, config.seeds[0], surrogate=_no_surrogate, **m.params)
+            except _SurrogateAsked:
+                pass  # n was drawn before a trigger asked for a surrogate model: too costly to train for a check
             except (ValueError, KeyError, TypeError) as error:
                 message = error.args[0] if isinstance(error, KeyError) and error.args else error
                 raise ConfigError(f"{where}: {message} ({dataset.name}: {len(labels)} training samples, "
