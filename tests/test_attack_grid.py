@@ -16,7 +16,7 @@ def test_the_attacks_recipe_loads_with_every_trigger():
     assert triggers == {"patch", "blend", "sig", "wanet", "ftrojan", "bpp", "lc"}
     cells = expand_cells(config)
     expanded = Counter(c.method for c in cells if c.expand)
-    assert expanded == {"eu": 8 * 3}  # 8 attacks x 3 rates, EU only
+    assert expanded == {"eu": 8 * 2}  # 8 attacks x 2 rates, EU only
 
 
 def test_a_methods_own_expand_applies_to_it_alone():
