@@ -15,22 +15,12 @@ from corrective_unlearning.fix.auto import _choose
 from corrective_unlearning.methods import METHODS, Method
 from corrective_unlearning.models import create_model
 from corrective_unlearning.training import Recipe
+from user_models import TinyNet
 
 TINY = Recipe(steps=10, batch_size=32, crop_padding=0, flip=False)
 
 
 # ------------------------------------------------------------------------- a model and data defined right here
-class TinyNet(nn.Module):
-    """A user's classifier, not from the registry: convolution, batch norm, a linear head."""
-
-    def __init__(self, channels: int = 3, classes: int = 4):
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                                      nn.AdaptiveAvgPool2d(2), nn.Flatten())
-        self.head = nn.Linear(32, classes)
-
-    def forward(self, x):
-        return self.head(self.features(x))
 
 
 class Blobs(torch.utils.data.Dataset):

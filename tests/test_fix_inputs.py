@@ -8,28 +8,17 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
-from torch import nn
 
 from corrective_unlearning import correct, write_report
 from corrective_unlearning.cli import main
 from corrective_unlearning.fix import Correction, load_model, read_flagged
 from corrective_unlearning.models import create_model
 from corrective_unlearning.training import Recipe
+from user_models import TinyNet
 
 TINY = Recipe(steps=10, batch_size=32, crop_padding=0, flip=False)
 
 
-class TinyNet(nn.Module):
-    """A user's classifier REM cannot widen (an unregistered container), with batch norm."""
-
-    def __init__(self, channels: int = 3, classes: int = 4):
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                                      nn.AdaptiveAvgPool2d(2), nn.Flatten())
-        self.head = nn.Linear(32, classes)
-
-    def forward(self, x):
-        return self.head(self.features(x))
 
 
 def _blobs(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

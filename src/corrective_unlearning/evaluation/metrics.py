@@ -76,8 +76,9 @@ def compute_metrics(setting, predictions: Predictions, forget: torch.Tensor | No
         preds = predictions.test_triggered if view.triggered else predictions.test_clean
         metrics[f"{name}_acc"] = accuracy(preds[view.indices], test_labels[view.indices])
     if m.trigger is not None:
-        metrics.update(backdoor_metrics(predictions.test_triggered, test_labels, m.test_views["affected_nontarget"].indices,
-                                        m.params["target"], setting.dataset.num_classes))
+        nontarget = m.test_views["affected_nontarget"].indices
+        metrics.update(backdoor_metrics(predictions.test_triggered, test_labels, nontarget, m.params["target"],
+                                        setting.dataset.num_classes))
         metrics["c_acc"] = metrics["test_acc"]
     for c, name in enumerate(setting.dataset.classes):
         in_class = test_labels == c

@@ -50,5 +50,5 @@ def build_trigger(spec: dict, context: TriggerContext) -> Trigger:
 
 from . import patch, blend, sig, bpp, ftrojan, wanet, lc  # noqa: E402,F401  (registration; one line per trigger file)
 
-__all__ = ["ALL_TO_ALL", "TRIGGERS", "attack_labels", "Trigger", "TriggerContext", "TriggerError", "build_trigger", "check_trigger_spec",
-           "trigger_parameters"]
+__all__ = ["ALL_TO_ALL", "TRIGGERS", "Trigger", "TriggerContext", "TriggerError", "attack_labels", "build_trigger",
+           "check_trigger_spec", "trigger_parameters"]

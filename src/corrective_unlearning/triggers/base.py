@@ -8,6 +8,7 @@ label-consistent attack's adversarial perturbation) is a lookup, never a fresh d
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
@@ -84,6 +85,26 @@ class Trigger:
         """Training indices outside the poisoned set that the trigger also renders (with their true labels):
         WaNet's noise samples. Empty for most triggers."""
         return torch.zeros(0, dtype=torch.long)
+
+    def on_device(self, key: tuple, device: torch.device, make: Callable[[torch.device], Any]) -> Any:
+        """``make(device)`` (a trigger's tensors on ``device``), made once per ``key`` and device and kept in the
+        subclass's private ``_on_device`` dict: a batch never pays a host-to-device copy."""
+        cache_key = (str(device), *key)
+        if cache_key not in self._on_device:
+            self._on_device[cache_key] = make(device)
+        return self._on_device[cache_key]
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_on_device": {}}  # device copies stay where they were made
+
+    def copy_without(self, *private: str) -> "Trigger":
+        """A copy with the ``private`` fields set to None and no device copies (what ``for_test`` returns when it
+        drops training-only parts)."""
+        copied = copy.copy(self)
+        for name in private:
+            object.__setattr__(copied, name, None)
+        object.__setattr__(copied, "_on_device", {})
+        return copied
 
     def describe(self) -> dict:
         """The parameters that define the trigger, as recorded (name first)."""

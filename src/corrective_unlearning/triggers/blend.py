@@ -91,10 +91,7 @@ class Blend(Trigger):
         """The ``[C, H, W]`` pattern as float on ``device``, copied there once (no transfer per batch)."""
         if self._pattern is None:
             raise TriggerError("trigger blend: no pattern yet; build it with Blend.build(context, ...)")
-        key = str(device)
-        if key not in self._on_device:
-            self._on_device[key] = self._pattern.to(device=device, dtype=torch.float32)
-        return self._on_device[key]
+        return self.on_device((), device, lambda to: self._pattern.to(device=to, dtype=torch.float32))
 
     def stamp(self, images: torch.Tensor, indices: torch.Tensor | None = None) -> torch.Tensor:
         del indices  # the same pattern on every image
@@ -103,9 +100,6 @@ class Blend(Trigger):
             raise TriggerError(f"trigger blend: images of shape {tuple(images.shape[1:])}, pattern built for "
                                f"{tuple(pattern.shape)}")
         return to_pixels((1 - self.alpha) * images.float() + self.alpha * pattern)
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_on_device": {}}  # device copies stay where they were made
 
 
 def read_pattern(path: str, channels: int, height: int, width: int) -> torch.Tensor:

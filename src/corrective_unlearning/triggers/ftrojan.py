@@ -110,8 +110,7 @@ class FTrojan(Trigger):
 
     def operators(self, shape: tuple[int, int, int], device: torch.device) -> dict:
         """DCT matrices, bump and colour conversion as float32 on ``device``, made there once per image shape."""
-        key = (str(device), *shape)
-        if key not in self._on_device:
+        def make(to: torch.device) -> dict:
             channels, height, width = shape
             n_h, n_w = self.blocks(channels, height, width)
             ops = dict(rows=torch.kron(torch.eye(height // n_h, dtype=torch.float64), dct_matrix(n_h)),
@@ -120,8 +119,9 @@ class FTrojan(Trigger):
             if self.yuv and channels == 3:
                 ops.update(to_yuv=RGB_TO_YCRCB, to_rgb=torch.linalg.inv(RGB_TO_YCRCB),
                            offset=YCRCB_OFFSET.view(3, 1, 1))
-            self._on_device[key] = {k: v.to(device=device, dtype=torch.float32) for k, v in ops.items()}
-        return self._on_device[key]
+            return {k: v.to(device=to, dtype=torch.float32) for k, v in ops.items()}
+
+        return self.on_device(shape, device, make)
 
     def stamp(self, images: torch.Tensor, indices: torch.Tensor | None = None) -> torch.Tensor:
         del indices  # the same coefficients on every image
@@ -134,6 +134,3 @@ class FTrojan(Trigger):
         if "to_rgb" in ops:
             x = torch.einsum("oc,bchw->bohw", ops["to_rgb"], x - ops["offset"])
         return to_pixels(x)
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_on_device": {}}  # device copies stay where they were made

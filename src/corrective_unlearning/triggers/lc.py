@@ -20,7 +20,6 @@ does for images other than 32x32. Test images get :meth:`for_test`: the stamp wi
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 
@@ -128,11 +127,7 @@ class LabelConsistent(Trigger):
 
     # ------------------------------------------------------------------------------------------------ apply
     def _device_tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        tables = self._on_device.get(str(device))
-        if tables is None:
-            tables = (self._adversarial.to(device), self._rows.to(device))
-            self._on_device[str(device)] = tables
-        return tables
+        return self.on_device((), device, lambda to: (self._adversarial.to(to), self._rows.to(to)))
 
     def perturb(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """The poisoned training images replaced by their perturbed versions; others unchanged."""
@@ -167,13 +162,6 @@ class LabelConsistent(Trigger):
             stamped[..., rows, cols] = pattern.flip(-1) if mirrored else pattern
         return stamped
 
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_on_device": {}}  # device copies stay where they were made
-
     def for_test(self) -> "LabelConsistent":
         """The four-corner stamp alone: test images are not perturbed."""
-        test = copy.copy(self)
-        object.__setattr__(test, "_adversarial", None)
-        object.__setattr__(test, "_rows", None)
-        object.__setattr__(test, "_on_device", {})
-        return test
+        return self.copy_without("_adversarial", "_rows")

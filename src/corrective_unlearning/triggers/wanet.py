@@ -17,7 +17,6 @@ augmentation).
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -101,14 +100,10 @@ class WaNet(Trigger):
         return (grid * self.grid_rescale).clamp(-1, 1)
 
     def _device_tables(self, device: torch.device) -> tuple:
-        tables = self._on_device.get(str(device))
-        if tables is None:
-            noise = self._noise_grids is not None and len(self._noise_grids) > 0
-            tables = (self._grid.to(device),
-                      self._noise_grids.to(device) if noise else None,
-                      self._noise_rows.to(device) if noise else None)
-            self._on_device[str(device)] = tables
-        return tables
+        noise = self._noise_grids is not None and len(self._noise_grids) > 0
+        return self.on_device((), device, lambda to: (self._grid.to(to),
+                                                      self._noise_grids.to(to) if noise else None,
+                                                      self._noise_rows.to(to) if noise else None))
 
     def stamp(self, images: torch.Tensor, indices: torch.Tensor | None = None) -> torch.Tensor:
         if self._grid is None:
@@ -125,17 +120,9 @@ class WaNet(Trigger):
         warped = F.grid_sample(images.float(), grids, mode="bilinear", padding_mode="zeros", align_corners=True)
         return to_pixels(warped)
 
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_on_device": {}}  # device copies stay where they were made
-
     def for_test(self) -> "WaNet":
         """The warp alone: the test images have no noise samples."""
-        test = copy.copy(self)
-        object.__setattr__(test, "_noise_indices", None)
-        object.__setattr__(test, "_noise_grids", None)
-        object.__setattr__(test, "_noise_rows", None)
-        object.__setattr__(test, "_on_device", {})
-        return test
+        return self.copy_without("_noise_indices", "_noise_grids", "_noise_rows")
 
     @property
     def extra_stamped(self) -> torch.Tensor:
