@@ -87,3 +87,20 @@ def test_training_on_a_log_prints_plain_lines(synthetic, capsys):
           seed=0, runtime=runtime)
     err = capsys.readouterr().err
     assert "\r" not in err and "train: 20/20 (100%)" in err and "loss=" in err
+
+
+def test_corrective_fix_on_a_log_prints_plain_stage_lines(tmp_path, capsys):
+    """``corrective fix`` without --quiet, its output captured (no terminal): stage lines, no carriage returns."""
+    from corrective_unlearning.cli import main
+
+    runs = tmp_path / "runs"
+    assert main(["train", "--dataset", "synthetic", "--n", "20", "--quiet", "--out", str(runs), "--flag", "0.5",
+                 "dataset.val_size=16", "recipe.steps=5"]) == 0
+    run = next(runs.iterdir())
+    capsys.readouterr()
+    assert main(["fix", "--model", str(run / "model.safetensors"), "--data", str(run), "--flagged",
+                 str(run / "flagged.txt"), "--method", "cf", "--hparams", "{steps: 2}", "--out",
+                 str(tmp_path / "fixed"), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert "read the data: 1/4 (25%)" in err and "write the report: 4/4 (100%)" in err

@@ -100,7 +100,7 @@ def _write_model(model, path: Path, meta: dict) -> None:
 def cmd_fix(args) -> int:
     import warnings
 
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     from . import fix
     from .fix.core import check_hparams, check_max_val_drop
@@ -124,7 +124,7 @@ def cmd_fix(args) -> int:
                          f"sample found to be bad")
 
     runtime = Runtime.create(args.device or "auto", progress=not args.quiet)
-    stages = tqdm(total=4, desc="read the data", disable=args.quiet, leave=False)
+    stages = progress_bar(4, "read the data", enabled=not args.quiet, leave=False)
     data = fix.training_data(args.data, data_dir=args.data_dir, download=args.download, runtime=runtime)
     flagged = fix.read_flagged(args.flagged, n=len(data.labels))
     validation = fix.training_data(args.validation) if args.validation else None

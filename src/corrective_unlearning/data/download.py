@@ -6,7 +6,7 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
-from tqdm import tqdm
+from ..progress import progress_bar
 
 
 def fetch(url: str, destination: Path, md5: str | None = None) -> Path:
@@ -14,7 +14,7 @@ def fetch(url: str, destination: Path, md5: str | None = None) -> Path:
     partial = destination.with_suffix(destination.suffix + ".part")
     with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
         total = int(response.headers.get("Content-Length", 0)) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {destination.name}") as bar:
+        with progress_bar(total, f"download {destination.name}", unit="B") as bar:
             while chunk := response.read(1 << 20):
                 out.write(chunk)
                 bar.update(len(chunk))
