@@ -5,7 +5,7 @@ paper rule and the guarded rule: C-Acc (clean test accuracy), ASR (triggered non
 the attack's label), RA (the same images on their true labels) and DER, BackdoorBench's defence effectiveness
 rating, [max(0, ASR_o - ASR) - max(0, C-Acc_o - C-Acc) + 1] / 2 against the original model of the same seed
 (``evaluation.defense_effectiveness``), each a mean over seeds. The figure (one panel per rate) colours RA and
-writes the C-Acc loss under it. Adds nothing unless the grid holds at least one poison variant with a method cell.
+writes the change of C-Acc under it. Adds nothing unless the grid holds at least one poison variant with a method cell.
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def attack_values(records: list[dict], flag: str) -> dict:
         before = originals.get((manipulation_variant(record), record["n"], record["seed"]))
         if before is not None:
             cell["der"].append(defense_effectiveness(before, metrics))
-            cell["c_acc_loss"].append(before["c_acc"] - metrics["c_acc"])
+            cell["c_acc_change"].append(metrics["c_acc"] - before["c_acc"])
     for (variant, n, _), metrics in originals.items():
         row = (attack_label({"manipulation_variant": variant}), n)
         if row in values:
@@ -119,7 +119,7 @@ def attack_sections(records: list[dict], methods: list[str], fig_dir: Path) -> t
                             for row in rows]
         path = fig_dir / f"attacks-ra{suffix}.png"
         title = (f"RA (triggered non-target test images, true labels) per attack and method, {rule}; "
-                 f"under it the C-Acc loss against the original, in points")
+                 f"under it the change of C-Acc against the original, in points")
         figures.append(plot_heatmaps(panels, names, columns, path, title, annotations=notes,
                                      xlabel="method"))
     return lines, figures
@@ -128,5 +128,5 @@ def attack_sections(records: list[dict], methods: list[str], fig_dir: Path) -> t
 def _annotation(cell: dict) -> str:
     if not cell or not cell.get("ra"):
         return "n/a"
-    loss = cell.get("c_acc_loss")
-    return f"{_mean(cell['ra']):.0f}" + (f"\n-{_mean(loss):.1f}" if loss else "")
+    change = cell.get("c_acc_change")
+    return f"{_mean(cell['ra']):.0f}" + (f"\n{_mean(change):+.1f}" if change else "")
