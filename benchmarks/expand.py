@@ -85,7 +85,8 @@ def main() -> None:
     for m in manipulations:
         for n in m["sizes"]:
             start = time.perf_counter()
-            setting = build_setting(dataset, m["name"], n, args.seed, runtime, val_size, **(m.get("params") or {}))
+            setting = build_setting(dataset, m["name"], n, args.seed, runtime, val_size, recipe,
+                                    **(m.get("params") or {}))
             original, info = train_original(setting, config.model_name, recipe, runtime, use_cache=config.cache)
             forget = deletion_set(setting, args.rate)
             # the grid below reuses this ranking (same process, original and deletion set) for its expansion

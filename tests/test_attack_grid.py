@@ -48,3 +48,24 @@ def test_the_size_check_before_a_run_never_trains_a_surrogate(monkeypatch):
     check_sizes(load_grid_config(None, ["dataset={name: synthetic}", f"manipulations=[{lc % 10}]"]))
     with pytest.raises(ConfigError, match=r"poison \(clean-label: of target class 1\): n must be in \[0, 9"):
         check_sizes(load_grid_config(None, ["dataset={name: synthetic}", f"manipulations=[{lc % 200}]"]))
+
+
+def test_the_label_consistent_surrogate_trains_with_the_settings_recipe(monkeypatch, synthetic, runtime):
+    """The surrogate is trained (or loaded) with the recipe the original uses, so a grid, `corrective train` and
+    `fix` on its run folder all craft the same perturbations."""
+    from torch import nn
+
+    from corrective_unlearning import experiment
+    from corrective_unlearning.training import Recipe
+
+    seen = []
+
+    def fake_train_original(setting, model_name, recipe, runtime, use_cache=True):
+        seen.append(recipe)
+        return nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4)), {}
+
+    monkeypatch.setattr(experiment, "train_original", fake_train_original)
+    recipe = Recipe(steps=3, batch_size=16)
+    experiment.build_setting(synthetic, "poison", 8, 0, runtime, 24, recipe, target=1, clean_label=True,
+                             trigger={"name": "lc", "steps": 2})
+    assert seen == [recipe]

@@ -61,7 +61,7 @@ def cmd_train(args) -> int:
     resolved = {**to_dict(config), "model": config.model_name, "recipe": recipe.to_dict()}
     check_train_folder(out, resolved, args.flag, args.force)  # before any training: nothing overwritten
     val_size = config.dataset.resolved_val_size(len(dataset.train_labels))
-    setting = build_setting(dataset, m.name, m.n, config.seed, runtime, val_size, **m.params)
+    setting = build_setting(dataset, m.name, m.n, config.seed, runtime, val_size, recipe, **m.params)
     model, info = train_original(setting, config.model_name, recipe, runtime, use_cache=config.cache)
     with Stopwatch(runtime) as clock:
         metrics = evaluate(model, setting, runtime)

@@ -54,14 +54,16 @@ def build_setting(
     seed: int,
     runtime: Runtime,
     val_size: int | None = None,
+    recipe: Recipe | None = None,
     **params,
 ) -> Setting:
     """``val_size``: the validation split held out of the training set; None = the default, 5%
-    (:func:`config.default_val_size`); 0 = none, the reference's exact setting."""
+    (:func:`config.default_val_size`); 0 = none, the reference's exact setting. ``recipe``: what a trigger's
+    clean surrogate model (label-consistent) trains with, as the original does; None = the dataset's recipe A."""
     if val_size is None:
         val_size = default_val_size(len(dataset.train_labels))
     train_idx, val_idx = stratified_split(dataset.train_labels, val_size, seed)
-    surrogate = functools.partial(clean_surrogate, dataset, seed, runtime, val_size)
+    surrogate = functools.partial(clean_surrogate, dataset, seed, runtime, val_size, recipe)
     manipulated = manipulate(manipulation, dataset, train_idx, n, seed, surrogate=surrogate, **params)
     trigger = manipulated.trigger
 
@@ -73,12 +75,14 @@ def build_setting(
                    test_bank=bank(dataset.test_images, trigger and trigger.for_test()))
 
 
-def clean_surrogate(dataset: ImageDataset, seed: int, runtime: Runtime, val_size: int) -> nn.Module:
-    """A model trained by recipe A on the clean training split (the dataset's default model), cached like an
-    original: what a clean-label attacker trains to craft its perturbations against."""
+def clean_surrogate(dataset: ImageDataset, seed: int, runtime: Runtime, val_size: int,
+                    recipe: Recipe | None = None) -> nn.Module:
+    """A model trained by ``recipe`` (default: the dataset's recipe A) on the clean training split (the dataset's
+    default model), cached like an original: what a clean-label attacker trains to craft its perturbations
+    against."""
     setting = build_setting(dataset, "none", 0, seed, runtime, val_size)
-    model, _ = train_original(setting, DEFAULT_MODELS.get(dataset.name, "resnet9"), default_recipe(dataset.name),
-                              runtime)
+    model, _ = train_original(setting, DEFAULT_MODELS.get(dataset.name, "resnet9"),
+                              recipe or default_recipe(dataset.name), runtime)
     return model
 
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..data.base import channel_stats
 from ..runtime import Runtime
-from ..training import ImageBank
+from ..training import ImageBank, Recipe
 
 
 @dataclass
@@ -247,7 +247,8 @@ def from_run(folder: Path, runtime: Runtime) -> TrainingData:
     m = config.manipulation
     dataset = load_dataset(config.dataset.name, **config.dataset.loader_options())
     val_size = config.dataset.resolved_val_size(len(dataset.train_labels))
-    setting = build_setting(dataset, m.name, m.n, config.seed, runtime, val_size, **m.params)
+    recipe = Recipe(**record["config"]["recipe"])  # the run's resolved recipe: a surrogate trains as it did
+    setting = build_setting(dataset, m.name, m.n, config.seed, runtime, val_size, recipe, **m.params)
     if record.get("index_hashes") and setting.index_hashes() != record["index_hashes"]:
         raise ValueError(f"{folder}: the rebuilt training set differs from the one the run recorded (index hashes "
                          f"{setting.index_hashes()} vs {record['index_hashes']}): the data files changed")

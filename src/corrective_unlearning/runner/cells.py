@@ -390,7 +390,7 @@ class Worker:
         config, runtime = self.config, self.runtime
         try:
             setting = build_setting(self.dataset, cell.manipulation, cell.n, cell.seed, runtime, self.val_size,
-                                    **cell.manipulation_params())
+                                    self.recipe, **cell.manipulation_params())
             with cache_lock(cache_key(original_spec(setting, config.model_name, self.recipe))):
                 original, info = train_original(setting, config.model_name, self.recipe, runtime,
                                                 use_cache=config.cache)
