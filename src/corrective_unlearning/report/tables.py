@@ -4,11 +4,11 @@ from __future__ import annotations
 import math
 
 LABELS = {
-    "test_acc": "clean test accuracy",
+    "test_acc": "clean test accuracy (C-Acc)",
     "utility_acc": "utility: test accuracy outside D_m",
     "affected_acc": "affected test domain D_m (clean labels)",
-    "affected_nontarget_acc": "  same, target class excluded",
-    "attack_success": "attack success (triggered -> target)",
+    "affected_nontarget_acc": "  same, target class excluded (RA)",
+    "asr": "attack success (ASR): triggered, non-target -> attack's label",
     "manipulated_acc": "manipulated training samples S_m (clean labels)",
     "forget_acc": "deletion set S_f (clean labels)",
     "undiscovered_acc": "undiscovered S_m \\ S_f (clean labels)",
