@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
+from grid_helpers import child_env, write_grid
 from corrective_unlearning.cli import main
 from corrective_unlearning.runner import expand_cells, grid_status, load_grid_config, load_records, run_grid
 from corrective_unlearning.runner.executors import create_executor
@@ -27,19 +27,13 @@ GRID = {
                 "ssd": {"grid": {"alpha": [1, 10], "lambda_ratio": [1]}}},
 }
 CELLS = 2 * (1 + 2 * 3)  # seeds x (original + rates x settings)
-SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
 def _config(tmp_path, **changes) -> Path:
-    path = tmp_path / "grid.yaml"
-    path.write_text(yaml.safe_dump({**GRID, **changes}))
-    return path
+    return write_grid(tmp_path, GRID, **changes)
 
 
-def _env(**extra) -> dict:
-    """The environment of a child process: it imports this checkout and uses one thread."""
-    path = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **extra}
+_env = child_env
 
 
 def _metrics(out: Path) -> dict:

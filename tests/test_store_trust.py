@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
+from grid_helpers import child_env, write_grid
 from corrective_unlearning.cli import main
 from corrective_unlearning.config import ConfigError
 from corrective_unlearning.records import write_json_atomic, write_safetensors_atomic
@@ -32,18 +32,13 @@ GRID = {
     "methods": {"cf": {"grid": {"last_k": ["all"]}, "params": {"steps": 2}},
                 "ssd": {"grid": {"alpha": [1, 10], "lambda_ratio": [1]}}},
 }
-SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
 def _config(tmp_path, **changes) -> Path:
-    path = tmp_path / "grid.yaml"
-    path.write_text(yaml.safe_dump({**GRID, **changes}))
-    return path
+    return write_grid(tmp_path, GRID, **changes)
 
 
-def _env(**extra) -> dict:
-    path = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **extra}
+_env = child_env
 
 
 def _cli_error(capsys, *argv) -> str:
