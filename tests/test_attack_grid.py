@@ -3,6 +3,7 @@ cells of configs written without it are unchanged (tests/test_legacy_keys.py pin
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +12,7 @@ from corrective_unlearning.runner import expand_cells, load_grid_config
 
 
 def test_the_attacks_recipe_loads_with_every_trigger():
-    config = load_grid_config("configs/attacks/fashion-mnist.yaml", [])
+    config = load_grid_config(str(Path(__file__).resolve().parents[1] / "configs/attacks/fashion-mnist.yaml"), [])
     triggers = {(m.params.get("trigger") or {"name": "patch"})["name"] for m in config.manipulation_grids()}
     assert triggers == {"patch", "blend", "sig", "wanet", "ftrojan", "bpp", "lc"}
     cells = expand_cells(config)
