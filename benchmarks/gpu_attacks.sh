@@ -9,10 +9,13 @@
 # grid stops after GRID_SECONDS (520) and resumes on the next call with the same RESULTS (carry it, or keep the
 # machine warm); the report covers what finished. TRIGGERS="blend sig" restricts the grid to those triggers
 # (patch = the BadNets rows, all-to-all included) to split the work across calls.
-# CPU smoke test, run before the commit (2 cores, tiny settings; see the README's attacks section):
-#   OUT=/tmp/o RESULTS=/tmp/attacks-smoke TRIGGERS="blend lc" GRID_ARGS="recipe.steps=3 'rates=[0.5]'
+# CPU smoke test, run before the commit (2 cores shared with other work, CORRECTIVE_DATA_DIR holding
+# cifar10-jpeg.npz, python3 = the venv's): 4 cells (original, SSD, REM, EU + 20 suspects) and the report's attack
+# tables printed, in 886 s, mostly ResNet-9 on the CPU (the suspects ranking's pass over 47,500 images):
+#   OUT=/tmp/o RESULTS=/tmp/attacks-smoke GRID_SECONDS=1500 TRIGGERS="blend" GRID_ARGS="recipe.steps=3 'rates=[0.5]'
 #   'methods={ssd: {params: {alpha_scale: relative, importance_samples: 64}, grid: {alpha: [20], lambda_ratio:
-#   [0.1]}}, eu: {grid: {last_k: [all]}, params: {steps: 3}, expand: [20]}}'" bash benchmarks/gpu_attacks.sh
+#   [0.1]}}, rem: {grid: {lr: [0.005]}, params: {steps: 2, max_flush_passes: 1, retain_eval: 200}}, eu: {grid:
+#   {last_k: [all]}, params: {steps: 3}, expand: [20]}}'" bash benchmarks/gpu_attacks.sh
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=src CORRECTIVE_CACHE_DIR=${CORRECTIVE_CACHE_DIR:-/tmp/corrective-cache}
 OUT=${OUT:-/tmp/out}
