@@ -102,3 +102,9 @@ class Stopwatch:
     def __exit__(self, *exc) -> None:
         self.runtime.synchronize()
         self.seconds = time.perf_counter() - self._start
+
+
+def seeded_generator(seed: int, salt: int) -> torch.Generator:
+    """A CPU generator for one kind of draw of a run: seeded from the run's seed and a per-kind ``salt``, so two
+    kinds (a trigger's pattern, REM's spare weights) never share a stream and none reads the global RNG."""
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + salt) % (2**63))

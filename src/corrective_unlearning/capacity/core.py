@@ -24,6 +24,7 @@ from typing import Callable, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from ..runtime import seeded_generator
 from .masks import MaskState, SpareMask
 
 
@@ -62,7 +63,7 @@ def register(module_type: type) -> Callable[[Handler], Handler]:
 def init_generator(seed: int) -> torch.Generator:
     """The CPU generator fresh spare weights are drawn from: a stream of its own per ``seed`` (not the masks'
     hash, not the global RNG)."""
-    return torch.Generator().manual_seed((int(seed) * 1_000_003 + 0x5EED_CA9) % 2**63)
+    return seeded_generator(seed, 0x5EED_CA9)
 
 
 class WidenContext:

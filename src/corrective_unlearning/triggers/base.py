@@ -15,6 +15,8 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
+from ..runtime import seeded_generator
+
 
 ALL_TO_ALL = "all-to-all"  # a poison target: each class y is sent to y + 1 mod C
 
@@ -139,4 +141,4 @@ def to_pixels(values: torch.Tensor) -> torch.Tensor:
 def sample_generator(seed: int, salt: int) -> torch.Generator:
     """A CPU generator for one trigger's draws: seeded from the run's seed and a per-trigger salt, so two triggers
     of one run never share a stream."""
-    return torch.Generator().manual_seed((int(seed) * 1_000_003 + salt) % (2**63))
+    return seeded_generator(seed, salt)
