@@ -1,9 +1,12 @@
-"""The corrective setting end to end: data -> split -> manipulation -> original model (cached) -> metrics."""
+"""The corrective setting end to end: data -> split -> manipulation -> original model (cached) -> deletion set and
+its :class:`~corrective_unlearning.methods.Task` -> metrics."""
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Callable, Literal, TypedDict
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -11,9 +14,11 @@ from .cache import cache_key, originals_cache
 from .capacity import WideModel, deployable, restricted_model
 from .config import default_val_size
 from .data import ImageDataset, stratified_split
-from .evaluation import accuracy, collect_predictions, compute_metrics, predict
+from .evaluation import accuracy, evaluate, predict
 from .manipulations import Manipulated, index_hash, manipulate
+from .methods import Task
 from .models import create_model
+from .proxies import memorization_scores
 from .proxies.confidence import RECORDED as RECORDED_CONFIDENCE
 from .proxies.confidence import ConfidenceRecorder, remember_confidence
 from .runtime import Runtime
@@ -113,9 +118,27 @@ def checkpoint_score(setting: Setting, recipe: Recipe, runtime: Runtime):
     return None
 
 
+class _OriginalInfoBase(TypedDict):
+    cache: Literal["hit", "miss"]
+    cache_key: str
+    in_cache: bool  # whether the cache was used at all (grid option cache)
+    recipe: dict
+    train_seconds: float  # measured when the model was trained (a cache hit reads it back)
+    confidence: Literal["recorded", "stored", "absent"]
+
+
+class OriginalInfo(_OriginalInfoBase, total=False):
+    """What :func:`train_original` says about the model it returns; a plain dict at run time. The training log's
+    fields exist only when the model was trained now (``cache: miss``)."""
+
+    losses: list
+    selected_step: int | None
+    checkpoint: str
+
+
 def train_original(
     setting: Setting, model_name: str, recipe: Recipe, runtime: Runtime, use_cache: bool = True
-) -> tuple[nn.Module, dict]:
+) -> tuple[nn.Module, OriginalInfo]:
     """Train recipe A on the manipulated training set, or load the identical model from the cache.
 
     Training also records the confidence proxy (per training index, the mean softmax probability of the given
@@ -136,16 +159,16 @@ def train_original(
             confidence = cache.load_scores(key, RECORDED_CONFIDENCE)
             if confidence is not None:
                 remember_confidence(model, confidence)
-            return model, {"cache": "hit", **common, "train_seconds": meta["train_seconds"],
-                           "confidence": "absent" if confidence is None else "stored"}
+            return model, OriginalInfo(cache="hit", **common, train_seconds=meta["train_seconds"],
+                                       confidence="absent" if confidence is None else "stored")
     recorder = ConfidenceRecorder(len(setting.manipulated.labels), setting.train_bank.device)
     log = train(
         model, setting.train_bank, setting.manipulated.labels, setting.train_idx, recipe,
         seed=setting.seed, runtime=runtime, triggered=setting.manipulated.triggered,
         select=checkpoint_score(setting, recipe, runtime), observe=recorder, desc=f"original {model_name}",
     )
-    info = {"cache": "miss", **common, "train_seconds": log.seconds, "losses": log.losses,
-            "selected_step": log.selected_step, "checkpoint": recipe.checkpoint, "confidence": "recorded"}
+    info = OriginalInfo(cache="miss", **common, train_seconds=log.seconds, losses=log.losses,
+                        selected_step=log.selected_step, checkpoint=recipe.checkpoint, confidence="recorded")
     if use_cache:  # a restricted model is cached wide: REM needs its spare channels
         cache.save(key, model, {"spec": spec, "train_seconds": log.seconds})
     model = _deployed(model, runtime)
@@ -161,5 +184,75 @@ def _deployed(model: nn.Module, runtime: Runtime) -> nn.Module:
     return runtime.prepare(deployable(model)) if isinstance(model, WideModel) else model
 
 
-def evaluate(model: nn.Module, setting: Setting, runtime: Runtime, forget: torch.Tensor | None = None) -> dict:
-    return compute_metrics(setting, collect_predictions(model, setting, runtime), forget)
+# -- a deletion set and its task -------------------------------------------------------------------------------------
+
+def deletion_set(setting: Setting, rate: float) -> torch.Tensor:
+    """A seeded uniform subset of S_m of size round(rate * n). Nested across rates for one seed (the first
+    k of one permutation), so curves over the discovery rate compare like with like."""
+    manipulated = setting.manipulated.manipulated
+    order = np.random.default_rng([setting.seed, 7]).permutation(len(manipulated))
+    return torch.sort(manipulated[order[: round(rate * len(manipulated))]]).values
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """What a :class:`Task` is built from besides the models: a benchmark :class:`Setting`
+    (:meth:`from_setting`) or a user's data (``fix.correct``). Tensors may live anywhere; :func:`make_task` puts
+    the labels and trigger flags on the runtime's device."""
+
+    bank: ImageBank
+    labels: torch.Tensor  # given labels of every image of the bank (validation images: their own labels)
+    train_idx: torch.Tensor
+    val_idx: torch.Tensor
+    val_labels: torch.Tensor
+    num_classes: int
+    seed: int
+    triggered: torch.Tensor  # which images the bank stamps with the trigger
+
+    @classmethod
+    def from_setting(cls, setting: Setting) -> TaskData:
+        m = setting.manipulated
+        return cls(bank=setting.train_bank, labels=m.labels, train_idx=setting.train_idx, val_idx=setting.val_idx,
+                   val_labels=m.clean_labels[setting.val_idx], num_classes=setting.dataset.num_classes,
+                   seed=setting.seed, triggered=m.triggered)
+
+
+def make_task(data: Setting | TaskData, original: nn.Module, forget: torch.Tensor, recipe: Recipe,
+              runtime: Runtime, info: OriginalInfo | None = None) -> Task:
+    """The task of one deletion set ``forget``: retain = the training indices outside it. For a :class:`Setting`,
+    the task's ``memorization`` capability reads the original's proxy scores through
+    :func:`~corrective_unlearning.proxies.memorization_scores` with ``info`` from :func:`train_original`
+    (without ``info``, only scores kept with the model object in memory and proxies that need no record of the
+    original can be read); a user's :class:`TaskData` has no proxy record to read, so no capability."""
+    memorization = _memorization(data, original, info, runtime) if isinstance(data, Setting) else None
+    source = TaskData.from_setting(data) if isinstance(data, Setting) else data
+    device = runtime.device
+    return Task(
+        original=original,
+        bank=source.bank,
+        labels=source.labels.to(device),
+        forget_idx=forget,
+        retain_idx=source.train_idx[~torch.isin(source.train_idx, forget)],
+        val_idx=source.val_idx,
+        val_labels=source.val_labels,
+        num_classes=source.num_classes,
+        recipe=recipe,
+        runtime=runtime,
+        seed=source.seed,
+        _triggered=source.triggered.to(device),
+        memorization=memorization,
+    )
+
+
+def _memorization(setting: Setting, original: nn.Module, info: OriginalInfo | None,
+                  runtime: Runtime) -> Callable[[str, dict], torch.Tensor]:
+    def memorization(name: str, params: dict) -> torch.Tensor:
+        return memorization_scores(name, setting, original, info or {}, runtime, **params)
+
+    return memorization
+
+
+# ``evaluate`` (imported above) is :func:`corrective_unlearning.evaluation.evaluate`, the one evaluation path; it is
+# importable from here, where the setting it evaluates is built.
+__all__ = ["OriginalInfo", "Setting", "TaskData", "build_setting", "checkpoint_score", "clean_surrogate",
+           "deletion_set", "evaluate", "make_task", "new_model", "original_spec", "train_original"]

@@ -1,6 +1,6 @@
 from .metrics import (Predictions, accuracy, backdoor_metrics, collect_predictions, compute_metrics,
-                      defense_effectiveness)
+                      defense_effectiveness, evaluate)
 from .predict import logits, predict
 
 __all__ = ["Predictions", "accuracy", "backdoor_metrics", "collect_predictions", "compute_metrics",
-           "defense_effectiveness", "logits", "predict"]
+           "defense_effectiveness", "evaluate", "logits", "predict"]
