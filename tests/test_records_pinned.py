@@ -31,7 +31,8 @@ GRID = {
         "ssd": {"grid": {"alpha": [10], "lambda_ratio": [0.1]}},
     },
 }
-VOLATILE = {"started", "timings", "worker", "environment", "original_cache"}
+# record_version: written since the refactor (the schema's version), so the records recorded before it lack it
+VOLATILE = {"started", "timings", "worker", "environment", "original_cache", "record_version"}
 
 
 def _stable(record: dict) -> dict:

@@ -1,4 +1,6 @@
-"""Run records: one JSON file per run, written atomically, with the environment that produced it."""
+"""Run records: one JSON file per run, written atomically, with the environment that produced it; the grid's record
+type (:class:`Record`, versioned) and :func:`upgrade`, the one place that turns a record of any earlier version, as
+read from disk, into the current one."""
 from __future__ import annotations
 
 import functools
@@ -12,7 +14,7 @@ import socket
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Literal, Mapping, TypedDict
 
 import numpy as np
 import torch
@@ -180,3 +182,114 @@ def environment() -> dict:
         "numpy": np.__version__,
         "platform": platform.platform(),
     }
+
+
+# -- the grid's record ------------------------------------------------------------------------------------------------
+# Version 1: records written before the version existed (no ``record_version``); the oldest of them lack
+# ``manipulation_variant``, ``setting_index``, ``forget_set``, ``expand`` and ``timings.shared_seconds``.
+# Version 2: ``record_version`` written; every field of :class:`RecordHead` present.
+RECORD_VERSION = 2
+
+
+class RecordHead(TypedDict):
+    """What every record holds, whoever wrote it (a worker, or the driver for a cell whose worker died)."""
+
+    record_version: int
+    cell: str  # the cell's id, also the file's name
+    status: Literal["ok", "failed"]
+    manipulation: str
+    manipulation_variant: str  # the manipulation with its params, e.g. ``poison {"target":3}``
+    n: int
+    seed: int
+    rate: float
+    forget_set: str  # a forget set's label (grid key forget_sets), "" for a rate-based cell
+    method: str
+    hparams: dict
+    setting_index: int | None  # position of hparams in the method's grid; None: unknown (a version-1 record)
+    expand: int  # suspects added to the deletion set (grid key expand), 0 for none
+
+
+class Timings(TypedDict, total=False):
+    method_seconds: float  # the method alone (for ``original``: its training), synchronised
+    eval_seconds: float
+    tow_eval_seconds: float  # ToW's evaluation (grid option tow)
+    shared_seconds: float  # shared work this cell computed, included in method_seconds
+    shared_paid: dict[str, float]  # shared-work key -> its seconds, computed by this cell
+    shared_reused: list[str]  # shared-work keys this cell reused from an earlier cell of its deletion set
+    shared_model: dict  # a cell that reused another setting's model (``shared_with``): whose time it was
+
+
+class Record(RecordHead, total=False):
+    """A cell's record (``<out>/records/<cell>.json``), a plain dict at run time. Beyond the head, by kind:"""
+
+    # the run's setting (every record a worker wrote)
+    dataset: str
+    model: str
+    recipe: dict
+    environment: dict
+    worker: str
+    started: float
+    setting: dict
+    index_hashes: dict[str, str]
+    original_cache_key: str
+    original_cache: str  # the ``original`` cell: hit or miss
+    # a finished cell
+    metrics: dict[str, float | None]  # NaN is stored as null
+    timings: Timings
+    method_notes: dict  # what the method says about its run
+    forget_size: int
+    shared_with: str  # the cell whose model this one provably equals (it ran nothing itself)
+    # a failed cell
+    error: str
+    traceback: str
+    attempts: int  # the driver's: how often the cell's worker died
+    # grid options
+    suspects: dict  # expand: the suspects that grew the deletion set
+    forget_set_info: dict  # forget_sets: how the set was chosen
+    tow: dict  # tow: the model's ToW accuracies
+    references: dict  # tow: the references' block
+
+
+# method, hparams -> the setting's position in the run's grid, or None
+SettingIndex = Callable[[str, dict], "int | None"]
+
+
+def upgrade(record: Mapping, setting_index: SettingIndex | None = None) -> Record:
+    """``record`` (any version, as read from disk) as the current version: a new dict, the input untouched.
+    Repairs fill only what is missing, so upgrading a current record changes nothing but its copy.
+    ``setting_index``: the run's grid order (from its ``config.yaml``), for records written before
+    ``setting_index`` existed; without it, or where the grid does not list the setting, it stays None (selection
+    ties then go to record order)."""
+    upgraded = dict(record)
+    if not upgraded.get("manipulation_variant"):  # older records only name the manipulation
+        upgraded["manipulation_variant"] = upgraded.get("manipulation")
+    if upgraded.get("forget_set") is None:  # before forget sets existed: rate-based
+        upgraded["forget_set"] = ""
+    if upgraded.get("expand") is None:  # before expand existed: S_f as identified
+        upgraded["expand"] = 0
+    if upgraded.get("setting_index") is None:
+        upgraded["setting_index"] = _grid_position(upgraded, setting_index)
+    if isinstance(upgraded.get("timings"), dict):
+        upgraded["timings"] = _upgrade_timings(upgraded["timings"])
+    upgraded["record_version"] = RECORD_VERSION
+    return upgraded  # type: ignore[return-value]
+
+
+def _grid_position(record: dict, setting_index: SettingIndex | None) -> int | None:
+    method = record.get("method")
+    if setting_index is None or method is None:
+        return None
+    return setting_index(method, record.get("hparams") or {})
+
+
+def _upgrade_timings(timings: dict) -> Timings:
+    """Before ``shared_seconds`` existed, the shared work a cell computed is the sum of its ``shared_paid``."""
+    if timings.get("shared_seconds") is not None or not timings.get("shared_paid"):
+        return timings  # type: ignore[return-value]
+    paid = (_finite_or_zero(v) for v in timings["shared_paid"].values())
+    return {**timings, "shared_seconds": float(sum(paid))}  # type: ignore[typeddict-item]
+
+
+def _finite_or_zero(value: Any) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else 0.0

@@ -1,12 +1,13 @@
 """The grid runner: a recipe -> cells (:mod:`.spec`) -> units of work on an executor (:mod:`.executors`, run by
 :class:`.cells.Worker`) -> one atomic record per cell (:mod:`.store`), resumable; :mod:`.projection` projects the
 full grid's cost from measured cells."""
-from .cells import Worker, deletion_set, evaluate_cell, make_task
+from ..experiment import deletion_set, make_task  # public API of the grid's deletion sets, defined there
+from .cells import Worker
 from .projection import projection
 from .run import run_grid
 from .spec import ORIGINAL, Cell, GridConfig, ManipulationGrid, TowConfig, expand_cells, load_grid_config, units
 from .store import ResultStore, check_resume, format_status, grid_status, load_records
 
 __all__ = ["ORIGINAL", "Cell", "GridConfig", "ManipulationGrid", "ResultStore", "TowConfig", "Worker",
-           "check_resume", "deletion_set", "evaluate_cell", "expand_cells", "format_status", "grid_status",
+           "check_resume", "deletion_set", "expand_cells", "format_status", "grid_status",
            "load_grid_config", "load_records", "make_task", "projection", "run_grid", "units"]

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable, Protocol
 
+from ..record import record_head
 from ..spec import Cell, GridConfig
 from ..store import ResultStore
 
@@ -75,10 +76,8 @@ class Attempts:
         if self.tries[key] <= self.retries:
             print(f"worker lost running {key} ({error}); retry {self.tries[key]} of {self.retries}", flush=True)
             return left
-        from ..cells import _cell_fields
-
         for cell in left:
-            record = {**_cell_fields(cell), "status": "failed", "started": time.time(), "attempts": self.tries[key],
+            record = {**record_head(cell), "status": "failed", "started": time.time(), "attempts": self.tries[key],
                       "error": f"worker died {self.tries[key]} time(s) running this cell's unit; last: {error}"}
             self.store.write(cell, record)
             self.record(record)
