@@ -6,6 +6,7 @@ import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -13,8 +14,9 @@ from torch import nn
 
 from ..config import default_val_size
 from ..data import stratified_split
-from ..evaluation import defense_effectiveness, predict
-from ..methods import METHODS, Task
+from ..evaluation import defense_effectiveness, evaluate, predict
+from ..experiment import TaskData, make_task
+from ..methods import METHODS
 from ..runtime import Runtime, Stopwatch
 from ..selection import DEFAULT_MAX_VAL_DROP
 from ..training import Recipe, default_recipe
@@ -24,12 +26,53 @@ from .data import (TrainingData, as_images_labels, check_float_scale, check_mode
 
 
 @dataclass
+class CorrectionReport(Mapping):
+    """What :func:`correct` says about its run (rendered by :func:`..fix.report.write_report`, and ``record.json``).
+    Typed fields, and also a read-only mapping of them (``report["method_notes"]``, ``{**report}``, ``report.get``)
+    as the report was a dict before; ``benchmark`` is a key only where there is one (a benchmark run's data)."""
+
+    requested_method: str  # "auto" or the method asked for
+    method: str  # the method that ran (auto: the chosen candidate)
+    hparams: dict  # its resolved hyperparameters
+    method_notes: dict  # what it says about its run
+    candidates: list | None  # auto: every candidate with its scores
+    skipped_candidates: list | None  # auto: candidates that could not run, and why
+    max_val_drop: float | None  # auto: the guard's allowed drop of validation accuracy, in points
+    seconds: float
+    data: str  # the training data, in words
+    num_classes: int  # the model's outputs
+    flagged: int  # samples the user flagged
+    deletion_set: int  # samples unlearned (flagged + suspects added)
+    suspects: dict | None  # expand: which suspects were added and why
+    validation: dict  # {size, source}
+    original_scores: dict  # the selection scores of the model before (val_acc, deletion_change)
+    before: dict  # accuracies of the original model (see ``_comparison``)
+    after: dict  # the same of the corrected model
+    flipped: dict  # every training sample whose prediction changed
+    benchmark: dict | None = None  # a benchmark run's data: the benchmark's metrics before and after
+
+    def _keys(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self) if f.name != "benchmark" or self.benchmark is not None]
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+
+@dataclass
 class Correction:
-    """What :func:`correct` returns: the corrected model and the report (a JSON-ready dict; see
+    """What :func:`correct` returns: the corrected model and the report (:class:`CorrectionReport`; see
     :func:`..fix.report.write_report` for its rendering). Unpacks as ``model, report = correct(...)``."""
 
     model: nn.Module
-    report: dict = field(repr=False)
+    report: CorrectionReport = field(repr=False)
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.model, self.report))
@@ -94,10 +137,9 @@ def correct(
 
     labels = data.labels.clone()
     labels[val_idx] = data.val_labels  # the validation part of the bank carries its own labels
-    retain = data.train_idx[~torch.isin(data.train_idx, flagged)]
-    task = Task(original=original, bank=bank, labels=labels.to(runtime.device), forget_idx=flagged,
-                retain_idx=retain, val_idx=val_idx, val_labels=data.val_labels, num_classes=outputs,
-                recipe=recipe or _default_recipe(data, augment), runtime=runtime, seed=seed, _triggered=stamp)
+    source = TaskData(bank=bank, labels=labels, train_idx=data.train_idx, val_idx=val_idx,
+                      val_labels=data.val_labels, num_classes=outputs, seed=seed, triggered=stamp)
+    task = make_task(source, original, flagged, recipe or _default_recipe(data, augment), runtime)
 
     def scores(m: nn.Module) -> dict:
         return {"val_acc": 100.0 * task.accuracy(m, val_idx),  # percent, as the benchmark's records
@@ -113,23 +155,19 @@ def correct(
         else:
             corrected = METHODS.get(method)(task, hparams)
             chosen_method, chosen_hparams, notes = method, METHODS.get(method).resolve(hparams), dict(task.notes)
-    report = {
-        "requested_method": method, "method": chosen_method, "hparams": chosen_hparams, "method_notes": notes,
-        "candidates": candidates, "skipped_candidates": skipped,
-        "max_val_drop": max_val_drop if method == "auto" else None,
-        "seconds": clock.seconds, "data": data.description, "num_classes": outputs,
-        "flagged": len(user_flagged),
-        "deletion_set": len(flagged), "suspects": suspects_report,
-        "validation": {"size": len(val_idx), "source": val_source},
-        "original_scores": original_scores,
-        **_comparison(original, corrected, data, bank, user_flagged, added, val_idx, stamp, runtime, outputs),
-    }
+    benchmark = None
     if data.setting is not None:
-        from ..experiment import evaluate
-
-        report["benchmark"] = {"before": evaluate(original, data.setting, runtime, flagged),
-                               "after": evaluate(corrected, data.setting, runtime, flagged)}
-        report["benchmark"].update(_backdoor_summary(report["benchmark"], data.setting.manipulated.params))
+        benchmark = {"before": evaluate(original, data.setting, runtime, flagged),
+                     "after": evaluate(corrected, data.setting, runtime, flagged)}
+        benchmark.update(_backdoor_summary(benchmark, data.setting.manipulated.params))
+    report = CorrectionReport(
+        requested_method=method, method=chosen_method, hparams=chosen_hparams, method_notes=notes,
+        candidates=candidates, skipped_candidates=skipped, max_val_drop=max_val_drop if method == "auto" else None,
+        seconds=clock.seconds, data=data.description, num_classes=outputs, flagged=len(user_flagged),
+        deletion_set=len(flagged), suspects=suspects_report, validation={"size": len(val_idx), "source": val_source},
+        original_scores=original_scores,
+        **_comparison(original, corrected, data, bank, user_flagged, added, val_idx, stamp, runtime, outputs),
+        benchmark=benchmark)
     return Correction(corrected.eval(), report)
 
 

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..records import environment, model_weights, write_json_atomic, write_safetensors_atomic  # noqa: E402
-from .core import Correction  # noqa: E402
+from .core import Correction, CorrectionReport  # noqa: E402
 from .output import WRITTEN_BY, check_fix_out, clear_fix, earlier_fix  # noqa: E402
 
 DPI = 120
@@ -32,15 +32,15 @@ def write_report(result: Correction, out: str | Path, model_info: dict | None = 
     (out / "figures").mkdir(parents=True, exist_ok=True)
     weights = save_model(result, out / "model.safetensors", model_info or {})
     report = result.report
-    rows = report["flipped"]["rows"]
+    rows = report.flipped["rows"]
     _write_flips(rows, out / "flipped.csv")
     record = {"written_by": WRITTEN_BY, **report,
-              "flipped": {k: v for k, v in report["flipped"].items() if k != "rows"},
+              "flipped": {k: v for k, v in report.flipped.items() if k != "rows"},
               "model": {**(model_info or {}), "weights": weights.name}, "environment": environment()}
     write_json_atomic(out / "record.json", record)
     figures = [_accuracy_figure(report, out / "figures" / "accuracy.png"),
                _per_class_figure(report, out / "figures" / "per-class.png")]
-    if report.get("candidates"):
+    if report.candidates:
         figures.append(_candidates_figure(report, out / "figures" / "candidates.png"))
     path = out / "report.md"
     path.write_text(render_markdown(report, [f.relative_to(out) for f in figures]))
@@ -52,9 +52,9 @@ def save_model(result: Correction, path: Path, model_info: dict) -> Path:
     digest = write_safetensors_atomic(path, model_weights(result.model))
     r = result.report
     write_json_atomic(path.with_suffix(".json"), {
-        **model_info, "written_by": WRITTEN_BY, "weights_sha256": digest, "num_classes": r["num_classes"],
-        "method": r["method"], "hparams": r["hparams"], "corrected_from": r["data"], "flagged": r["flagged"],
-        "deletion_set": r["deletion_set"]})
+        **model_info, "written_by": WRITTEN_BY, "weights_sha256": digest, "num_classes": r.num_classes,
+        "method": r.method, "hparams": r.hparams, "corrected_from": r.data, "flagged": r.flagged,
+        "deletion_set": r.deletion_set})
     return path
 
 
@@ -70,8 +70,8 @@ def _fmt(value, digits: int = 1) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def _accuracy_rows(report: dict) -> list[tuple[str, float | None, float | None]]:
-    b, a = report["before"], report["after"]
+def _accuracy_rows(report: CorrectionReport) -> list[tuple[str, float | None, float | None]]:
+    b, a = report.before, report.after
     rows = [("validation accuracy", b["val_acc"], a["val_acc"]),
             ("flagged samples: agreement with their given labels", b["flagged_acc_given"], a["flagged_acc_given"])]
     if "flagged_acc_true" in b:
@@ -80,7 +80,7 @@ def _accuracy_rows(report: dict) -> list[tuple[str, float | None, float | None]]
         rows.append(("added suspects: agreement with their given labels", b["added_acc_given"], a["added_acc_given"]))
     if "added_acc_true" in b:
         rows.append(("added suspects: accuracy on their true labels", b["added_acc_true"], a["added_acc_true"]))
-    bench = report.get("benchmark")
+    bench = report.benchmark
     if bench:
         names = {"test_acc": "C-Acc: test accuracy (clean images)", "utility_acc": "utility (test data outside D_m)",
                  "affected_acc": "affected test domain, clean labels (poison: triggered images)",
@@ -92,21 +92,21 @@ def _accuracy_rows(report: dict) -> list[tuple[str, float | None, float | None]]
     return rows
 
 
-def before_after(report: dict) -> str:
+def before_after(report: CorrectionReport) -> str:
     """The before/after accuracies as a plain-text table (what ``corrective fix`` prints)."""
     rows = _accuracy_rows(report)
     width = max(len(r[0]) for r in rows)
-    lines = [f"{report['method']} {report['hparams']} in {report['seconds']:.1f} s", f"{'':{width}s}  before   after"]
+    lines = [f"{report.method} {report.hparams} in {report.seconds:.1f} s", f"{'':{width}s}  before   after"]
     lines += [f"{label:{width}s}  {_pct(before)}  {_pct(after)}" for label, before, after in rows]
     lines += backdoor_notes(report)
     lines += [f"auto skipped {s['method']} (it cannot run on this model): {s['reason']}"
-              for s in report.get("skipped_candidates") or []]
+              for s in report.skipped_candidates or []]
     return "\n".join(lines)
 
 
-def backdoor_notes(report: dict) -> list[str]:
+def backdoor_notes(report: CorrectionReport) -> list[str]:
     """DER, and what the flagged samples' "given labels" are under a clean-label attack."""
-    bench = report.get("benchmark") or {}
+    bench = report.benchmark or {}
     if "der" not in bench:
         return []
     lines = [f"DER (BackdoorBench's defence effectiveness rating, [max(0, ASR drop) - max(0, C-Acc drop) + 1] / 2; "
@@ -122,21 +122,21 @@ def _pct(value) -> str:
     return "   n/a" if value is None else f"{value:6.1f}"
 
 
-def render_markdown(report: dict, figures: list) -> str:
-    lines = [f"# Correction report: {report['method']}", ""]
-    requested = report["requested_method"]
-    lines.append(f"- method: **{report['method']}** {report['hparams']}"
+def render_markdown(report: CorrectionReport, figures: list) -> str:
+    lines = [f"# Correction report: {report.method}", ""]
+    requested = report.requested_method
+    lines.append(f"- method: **{report.method}** {report.hparams}"
                  + (" (chosen by `auto`, see below)" if requested == "auto" else ""))
-    lines.append(f"- data: {report['data']}; {report['num_classes']} classes")
-    lines.append(f"- flagged samples: {report['flagged']}; deletion set unlearned: {report['deletion_set']}")
-    if report.get("suspects"):
-        s = report["suspects"]
+    lines.append(f"- data: {report.data}; {report.num_classes} classes")
+    lines.append(f"- flagged samples: {report.flagged}; deletion set unlearned: {report.deletion_set}")
+    if report.suspects:
+        s = report.suspects
         known = (f", of which {s['manipulated_among_added']} really were manipulated"
                  if "manipulated_among_added" in s else "")
         lines.append(f"- expansion: {s['added']} suspects added by the `{s['ranking']}` ranking{known} (ranked in "
                      f"{s['seconds']:.1f} s, not counted in the time below)")
-    lines.append(f"- validation: {report['validation']['size']} samples, {report['validation']['source']}")
-    lines.append(f"- time: {report['seconds']:.1f} s" + (" (every candidate of auto)" if requested == "auto" else ""))
+    lines.append(f"- validation: {report.validation['size']} samples, {report.validation['source']}")
+    lines.append(f"- time: {report.seconds:.1f} s" + (" (every candidate of auto)" if requested == "auto" else ""))
     lines += ["", "## Before and after", "", "| | before | after | change |", "|---|---|---|---|"]
     for label, before, after in _accuracy_rows(report):
         change = None if before is None or after is None else after - before
@@ -144,23 +144,23 @@ def render_markdown(report: dict, figures: list) -> str:
     notes = backdoor_notes(report)
     if notes:
         lines += [""] + [f"- {note}" for note in notes]
-    flips = report["flipped"]
+    flips = report.flipped
     lines += ["", f"Predictions changed on {flips['training_samples']} training samples: {flips['in_deletion_set']} in "
               f"the deletion set, {flips['outside']} outside it (every one in `flipped.csv`).", ""]
     lines += ["## Per-class validation accuracy", "", "| class | before | after | change |", "|---|---|---|---|"]
-    for c, (before, after) in enumerate(zip(report["before"]["per_class_val_acc"],
-                                            report["after"]["per_class_val_acc"])):
+    for c, (before, after) in enumerate(zip(report.before["per_class_val_acc"],
+                                            report.after["per_class_val_acc"])):
         change = "" if before is None or after is None else f"{after - before:+.1f}"
         lines.append(f"| {c} | {_fmt(before)} | {_fmt(after)} | {change} |")
-    if report.get("candidates"):
+    if report.candidates:
         lines += ["", "## How auto chose", "",
                   f"Every candidate was scored by the paper's rule, the mean of the deletion change on the deletion "
                   f"set and the validation accuracy, among the candidates whose validation accuracy is at most "
-                  f"{report['max_val_drop']:g} points below the original's "
-                  f"({report['original_scores']['val_acc']:.1f}); no test data is read.", "",
+                  f"{report.max_val_drop:g} points below the original's "
+                  f"({report.original_scores['val_acc']:.1f}); no test data is read.", "",
                   "| method | hyperparameters | validation acc | deletion change | score | within the drop | seconds |"
                   " chosen |", "|---|---|---|---|---|---|---|---|"]
-        for row in report["candidates"]:
+        for row in report.candidates:
             if row["status"] != "ok":
                 lines.append(f"| {row['method']} | {row['hparams']} | failed: {row['error'][:80]} | | | | | |")
                 continue
@@ -169,9 +169,9 @@ def render_markdown(report: dict, figures: list) -> str:
                          f"{_fmt(m['deletion_change'])} | {_fmt(row['score'])} | "
                          f"{'yes' if row['guard'] == 'within' and _within(report, m) else 'no'} | "
                          f"{_seconds(row)} | {'**yes**' if row['chosen'] else ''} |")
-        if report.get("skipped_candidates"):
+        if report.skipped_candidates:
             lines.append("")
-        for skipped in report.get("skipped_candidates") or []:
+        for skipped in report.skipped_candidates or []:
             lines.append(f"- Skipped: **{skipped['method']}** ({skipped['settings']} setting(s)), it cannot run on "
                          f"this model: {skipped['reason']}")
     lines += ["", "## Figures", ""] + [f"![{f.stem}]({f.as_posix()})" for f in figures]
@@ -188,15 +188,15 @@ def _seconds(row: dict) -> str:
     return text
 
 
-def _within(report: dict, metrics: dict) -> bool:
-    return metrics["val_acc"] >= report["original_scores"]["val_acc"] - report["max_val_drop"] - 1e-9
+def _within(report: CorrectionReport, metrics: dict) -> bool:
+    return metrics["val_acc"] >= report.original_scores["val_acc"] - report.max_val_drop - 1e-9
 
 
 def _short(hparams: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in hparams.items() if v is not None)
 
 
-def _accuracy_figure(report: dict, path: Path) -> Path:
+def _accuracy_figure(report: CorrectionReport, path: Path) -> Path:
     rows = [r for r in _accuracy_rows(report) if r[1] is not None and r[2] is not None]
     fig, ax = plt.subplots(figsize=(9.5, 0.55 * len(rows) + 1.2))
     y = np.arange(len(rows))
@@ -206,7 +206,7 @@ def _accuracy_figure(report: dict, path: Path) -> Path:
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
     ax.set_xlabel("accuracy (%)")
-    ax.set_title(f"before and after {report['method']}")
+    ax.set_title(f"before and after {report.method}")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
@@ -214,9 +214,9 @@ def _accuracy_figure(report: dict, path: Path) -> Path:
     return path
 
 
-def _per_class_figure(report: dict, path: Path) -> Path:
-    before = [np.nan if v is None else v for v in report["before"]["per_class_val_acc"]]
-    after = [np.nan if v is None else v for v in report["after"]["per_class_val_acc"]]
+def _per_class_figure(report: CorrectionReport, path: Path) -> Path:
+    before = [np.nan if v is None else v for v in report.before["per_class_val_acc"]]
+    after = [np.nan if v is None else v for v in report.after["per_class_val_acc"]]
     fig, ax = plt.subplots(figsize=(max(5, 0.45 * len(before) + 1.5), 3))
     x = np.arange(len(before))
     ax.bar(x - 0.2, before, width=0.4, label="before", color="tab:gray")
@@ -233,9 +233,9 @@ def _per_class_figure(report: dict, path: Path) -> Path:
     return path
 
 
-def _candidates_figure(report: dict, path: Path) -> Path:
+def _candidates_figure(report: CorrectionReport, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    ok = [r for r in report["candidates"] if r["status"] == "ok"]
+    ok = [r for r in report.candidates if r["status"] == "ok"]
     for name in dict.fromkeys(r["method"] for r in ok):
         rows = [r for r in ok if r["method"] == name]
         ax.scatter([r["metrics"]["deletion_change"] for r in rows], [r["metrics"]["val_acc"] for r in rows],
@@ -243,10 +243,10 @@ def _candidates_figure(report: dict, path: Path) -> Path:
     chosen = next(r for r in ok if r["chosen"])
     ax.scatter([chosen["metrics"]["deletion_change"]], [chosen["metrics"]["val_acc"]], s=160, facecolors="none",
                edgecolors="black", label="chosen")
-    original = report["original_scores"]
+    original = report.original_scores
     ax.scatter([original["deletion_change"]], [original["val_acc"]], marker="x", color="black", label="original")
-    ax.axhline(original["val_acc"] - report["max_val_drop"], color="black", linestyle=":", linewidth=1,
-               label=f"{report['max_val_drop']:g} points below the original")
+    ax.axhline(original["val_acc"] - report.max_val_drop, color="black", linestyle=":", linewidth=1,
+               label=f"{report.max_val_drop:g} points below the original")
     ax.set_xlabel("deletion change on the deletion set (%)")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title("auto: every candidate (no test data)")
