@@ -37,6 +37,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
+from .records import upgrade
+
 ORIGINAL = "original"  # the method name of the original model's records (as in grid.ORIGINAL)
 # forget_set: a forget set's label (grid key forget_sets, rate 1.0); "" for rate-based cells and older records
 # expand: the top-K suspects added to S_f (grid key expand); 0 for cells without and for older records
@@ -59,22 +61,14 @@ class NoValidationDataError(ValueError):
 
 
 def manipulation_variant(record: dict) -> str | None:
-    """The manipulation with its params (e.g. ``poison {"target":3}``); older records only name the manipulation."""
-    return record.get("manipulation_variant") or record.get("manipulation")
-
-
-def _group_value(record: dict, key: str):
-    if key == "manipulation_variant":
-        return manipulation_variant(record)
-    if key == "forget_set":
-        return record.get("forget_set") or ""  # records written before forget sets existed: rate-based
-    if key == "expand":
-        return record.get("expand") or 0
-    return record.get(key)
+    """The manipulation with its params (e.g. ``poison {"target":3}``) of an upgraded record
+    (:func:`~corrective_unlearning.records.upgrade` gives older records, which only name the manipulation, one)."""
+    return record["manipulation_variant"]
 
 
 def group_key(record: dict) -> tuple:
-    return tuple(_group_value(record, k) for k in GROUP_KEYS)
+    """The selection group of an upgraded record (see :data:`GROUP_KEYS`)."""
+    return tuple(record.get(k) for k in GROUP_KEYS)
 
 
 def group_label(group: dict) -> str:
@@ -157,7 +151,7 @@ def mark_selection(records: list[dict], max_val_drop: float = DEFAULT_MAX_VAL_DR
     validation accuracy at all, and ValueError for a negative or non-finite ``max_val_drop``.
     """
     drop = _check_drop(max_val_drop)
-    ok = [dict(r) for r in records if r.get("status") == "ok"]
+    ok = [upgrade(r) for r in records if r.get("status") == "ok"]  # copies, in the current record version
     for record in ok:
         record["metrics"] = record.get("metrics") or {}
     groups: dict[tuple, list[tuple[int, dict]]] = defaultdict(list)
