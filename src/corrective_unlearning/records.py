@@ -152,7 +152,7 @@ def write_safetensors_atomic(path: str | Path, tensors: dict[str, torch.Tensor],
     """Write ``tensors`` as safetensors to a temporary file of its own in the same folder (two writers of one path
     never share it), then rename: a reader never sees half a file. Readable as the umask allows. Returns the
     written file's sha256."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # lazy: only model writers need safetensors
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,7 +173,7 @@ def file_sha256(path: str | Path) -> str:
 
 
 def environment() -> dict:
-    from . import __version__
+    from . import __version__  # lazy: the package's __init__ imports modules that import this one
 
     return {
         "corrective_unlearning": __version__,

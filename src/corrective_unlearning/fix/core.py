@@ -19,6 +19,7 @@ from ..experiment import TaskData, make_task
 from ..methods import METHODS
 from ..runtime import Runtime, Stopwatch
 from ..selection import DEFAULT_MAX_VAL_DROP
+from ..suspects import rank_suspects
 from ..training import Recipe, default_recipe
 from .auto import candidate_settings, run_auto
 from .data import (TrainingData, as_images_labels, check_float_scale, check_model, flagged_indices,
@@ -260,8 +261,6 @@ def _with_validation(data: TrainingData, validation, flagged: torch.Tensor, val_
 def _expand(original: nn.Module, data: TrainingData, bank, flagged: torch.Tensor, k: int, ranking: str,
             runtime: Runtime) -> tuple[torch.Tensor, dict]:
     """The original's top-``k`` suspects, and what the ranking says about itself."""
-    from ..suspects import rank_suspects
-
     found = rank_suspects(original, bank, data.labels, flagged, data.train_idx, runtime,
                           ranking=ranking, k=k, stamp=data.triggered)
     added = found.indices.cpu()

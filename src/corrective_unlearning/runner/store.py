@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -20,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from ..config import ConfigError, read_yaml
+from ..config import ConfigError, from_dict, read_yaml
 from ..methods import hparams_key
 from ..records import sweep_temporaries, write_json_atomic
-from .spec import Cell
+from .spec import Cell, GridConfig, expand_cells
 
 INVALID = "invalid"  # records/invalid/: files of records/ that are not records, set aside by a run
 
@@ -179,9 +180,6 @@ def load_records(out: str | Path) -> list[dict]:
 def config_cell_ids(out: str | Path) -> set[str] | None:
     """The ids of the cells of ``<out>/config.yaml`` (the grid last started there), or None when it is absent or
     not a grid config that expands to cells (e.g. only its ``methods``)."""
-    from ..config import from_dict
-    from .spec import GridConfig, expand_cells
-
     path = Path(out) / "config.yaml"
     if not path.exists():
         return None
@@ -323,10 +321,6 @@ def _differences(old, new, prefix: str = "") -> list[str]:
 # lists every cell of the grid last run (id and method), so ``status`` can count what is left.
 
 def write_plan(out: str | Path, cells: list[Cell], executor: str) -> None:
-    import os
-    import socket
-    import time
-
     out = Path(out)
     write_json_atomic(out / "cells.json", {"cells": [{"id": c.id, "method": c.method} for c in cells]})
     write_json_atomic(out / "progress" / "run.json", {"pid": os.getpid(), "host": socket.gethostname(),
@@ -334,18 +328,12 @@ def write_plan(out: str | Path, cells: list[Cell], executor: str) -> None:
 
 
 def clear_progress(out: str | Path) -> None:
-    import shutil
-
     shutil.rmtree(Path(out) / "progress", ignore_errors=True)
 
 
 def _driver_alive(run: dict, progress: Path) -> bool:
     """The run that wrote the progress files is still going: its driver process exists (same host), or, for a
     driver on another host, a worker touched its progress file in the last hour."""
-    import os
-    import socket
-    import time
-
     if run.get("host") == socket.gethostname():
         try:
             os.kill(int(run["pid"]), 0)
