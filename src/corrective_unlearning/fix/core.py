@@ -14,13 +14,13 @@ from torch import nn
 from ..config import default_val_size
 from ..data import stratified_split
 from ..evaluation import defense_effectiveness, predict
+from ..inputs import TrainingData, as_images_labels, check_float_scale, check_model, flagged_indices, training_data
 from ..methods import METHODS, Task
 from ..runtime import Runtime, Stopwatch
 from ..selection import DEFAULT_MAX_VAL_DROP
+from ..suspects import rank_suspects
 from ..training import Recipe, default_recipe
 from .auto import candidate_settings, run_auto
-from .data import (TrainingData, as_images_labels, check_float_scale, check_model, flagged_indices,
-                   training_data)
 
 
 @dataclass
@@ -125,7 +125,7 @@ def correct(
         **_comparison(original, corrected, data, bank, user_flagged, added, val_idx, stamp, runtime, outputs),
     }
     if data.setting is not None:
-        from ..experiment import evaluate
+        from ..experiment import evaluate  # lazy: only a benchmark run's data needs experiment (manipulations, cache)
 
         report["benchmark"] = {"before": evaluate(original, data.setting, runtime, flagged),
                                "after": evaluate(corrected, data.setting, runtime, flagged)}
@@ -222,8 +222,6 @@ def _with_validation(data: TrainingData, validation, flagged: torch.Tensor, val_
 def _expand(original: nn.Module, data: TrainingData, bank, flagged: torch.Tensor, k: int, ranking: str,
             runtime: Runtime) -> tuple[torch.Tensor, dict]:
     """The original's top-``k`` suspects, and what the ranking says about itself."""
-    from ..suspects import rank_suspects
-
     found = rank_suspects(original, bank, data.labels, flagged, data.train_idx, runtime,
                           ranking=ranking, k=k, stamp=data.triggered)
     added = found.indices.cpu()
