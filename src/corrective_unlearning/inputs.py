@@ -526,3 +526,8 @@ def _looks_like_checkpoint(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(2)
     return zipfile.is_zipfile(path) or head[:1] == b"\x80"
+
+
+__all__ = ["FLAGGED_COLUMNS", "PREFIXES", "TrainingData", "as_images_labels", "check_float_scale", "check_model",
+           "check_model_file", "flagged_indices", "from_run", "from_tensors", "load_model", "read_flagged",
+           "state_dict_mismatch", "training_data"]
