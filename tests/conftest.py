@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from corrective_unlearning.data import load_dataset
+from corrective_unlearning.experiment import build_setting, train_original
 from corrective_unlearning.runtime import Runtime
 from corrective_unlearning.training import Recipe
+from helpers import RECIPE
 
 
 def pytest_configure(config):
@@ -58,3 +60,19 @@ def runtime():
 @pytest.fixture(scope="session")
 def tiny_recipe():
     return Recipe(steps=20, batch_size=32, crop_padding=1, flip=False)
+
+
+@pytest.fixture(scope="session")
+def poisoned_setting(synthetic, runtime):
+    """The method tests' setting: 40 poisoned samples of the synthetic set, seed 0, 16 held out for validation.
+    Shared by the whole session: tests only read it (building it takes milliseconds; sharing keeps one object)."""
+    return build_setting(synthetic, "poison", 40, 0, runtime, val_size=16)
+
+
+@pytest.fixture(scope="module")
+def poisoned(poisoned_setting, runtime):
+    """``(setting, original, info)``: the original trained on :func:`poisoned_setting` with ``helpers.RECIPE``.
+    Trained once (a module fixture runs before the per-test cache, so the session's cache keeps it), then read back
+    from that cache: each module gets its own model object, so a module that changes it changes no other."""
+    original, info = train_original(poisoned_setting, "small_cnn", RECIPE, runtime)
+    return poisoned_setting, original, info

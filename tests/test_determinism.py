@@ -11,13 +11,13 @@ import subprocess
 import sys
 
 import torch
-import yaml
 
 from corrective_unlearning import correct
 from corrective_unlearning.data import load_dataset
 from corrective_unlearning.models import create_model
 from corrective_unlearning.runner import Worker, expand_cells, load_grid_config
 from corrective_unlearning.training import Recipe
+from grid_helpers import small_grid, write_grid
 
 RECIPE = Recipe(steps=4, batch_size=32, crop_padding=1, flip=False)
 REM = {"steps": 6, "max_flush_passes": 2}
@@ -86,21 +86,12 @@ def test_rem_in_two_processes_gives_the_same_weights(tmp_path):
     assert _digest(_rem(_model(), _data()).model) == digests[0]
 
 
-GRID = {
-    "dataset": {"name": "synthetic", "val_size": 16},
-    "recipe": {"steps": 15, "batch_size": 32},
-    "manipulations": [{"name": "poison", "sizes": [40]}],
-    "rates": [0.5],
-    "seeds": [0],
-    "methods": {"rem": {"grid": {"lr": [0.005, 0.025]}, "params": {"steps": 24, "max_flush_passes": 2}},
-                "cf": {"grid": {"last_k": ["all"]}, "params": {"steps": 3}}},
-}
+GRID = small_grid({"rem": {"grid": {"lr": [0.005, 0.025]}, "params": {"steps": 24, "max_flush_passes": 2}},
+                   "cf": {"grid": {"last_k": ["all"]}, "params": {"steps": 3}}})
 
 
 def test_a_grid_unit_in_two_cell_orders_gives_identical_metrics(tmp_path):
-    path = tmp_path / "grid.yaml"
-    path.write_text(yaml.safe_dump(GRID))
-    config = load_grid_config(str(path), [])
+    config = load_grid_config(str(write_grid(tmp_path, GRID)), [])
     unit = [c for c in expand_cells(config) if c.method != "original"]
     assert sorted(c.method for c in unit) == ["cf", "rem", "rem"]
     orders = {"grid": unit, "reversed": list(reversed(unit))}

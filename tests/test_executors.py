@@ -12,20 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from grid_helpers import child_env, write_grid
+from grid_helpers import child_env, small_grid, write_grid
 from corrective_unlearning.cli import main
 from corrective_unlearning.runner import expand_cells, grid_status, load_grid_config, load_records, run_grid
 from corrective_unlearning.runner.executors import create_executor
 
-GRID = {
-    "dataset": {"name": "synthetic", "val_size": 16},
-    "recipe": {"steps": 15, "batch_size": 32},
-    "manipulations": [{"name": "poison", "sizes": [40]}],
-    "rates": [0.5, 1.0],
-    "seeds": [0, 1],
-    "methods": {"cf": {"grid": {"last_k": ["all"]}, "params": {"steps": 5}},
-                "ssd": {"grid": {"alpha": [1, 10], "lambda_ratio": [1]}}},
-}
+GRID = small_grid({"cf": {"grid": {"last_k": ["all"]}, "params": {"steps": 5}},
+                   "ssd": {"grid": {"alpha": [1, 10], "lambda_ratio": [1]}}}, rates=[0.5, 1.0], seeds=[0, 1])
 CELLS = 2 * (1 + 2 * 3)  # seeds x (original + rates x settings)
 
 

@@ -11,28 +11,20 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from corrective_unlearning.config import ConfigError
 from corrective_unlearning.experiment import build_setting
 from corrective_unlearning.runner import deletion_set, expand_cells, load_grid_config, load_records, run_grid
+from grid_helpers import small_grid, write_grid
 
-GRID = {
-    "dataset": {"name": "synthetic", "val_size": 16},
-    "recipe": {"steps": 15, "batch_size": 32},
-    "manipulations": [{"name": "poison", "sizes": [40]}],
-    "rates": [0.5, 1.0],
-    "seeds": [0],
-    "methods": {"cf": {"grid": {"last_k": ["all"]}, "params": {"steps": 5}}, "ssd": {"grid": {"alpha": [1, 10], "lambda_ratio": [1]}}},
-}
+GRID = small_grid({"cf": {"grid": {"last_k": ["all"]}, "params": {"steps": 5}},
+                   "ssd": {"grid": {"alpha": [1, 10], "lambda_ratio": [1]}}}, rates=[0.5, 1.0])
 
 ALL_LAYERS = {"last_k": ["all"]}  # one setting each: the last-k variants are tested in test_last_k.py
 
 
 def _config(tmp_path, **changes) -> Path:
-    path = tmp_path / "grid.yaml"
-    path.write_text(yaml.safe_dump({**GRID, **changes}))
-    return path
+    return write_grid(tmp_path, GRID, **changes)
 
 
 def test_cells_are_unique_and_ordered(tmp_path):
@@ -42,8 +34,8 @@ def test_cells_are_unique_and_ordered(tmp_path):
     assert cells[0].method == "original" and cells[0].rate == 0.0
 
 
-def test_deletion_sets_are_seeded_nested_subsets(synthetic, runtime):
-    setting = build_setting(synthetic, "poison", 40, 0, runtime, val_size=16)
+def test_deletion_sets_are_seeded_nested_subsets(synthetic, runtime, poisoned_setting):
+    setting = poisoned_setting
     sets = {rate: deletion_set(setting, rate) for rate in (0.1, 0.5, 1.0)}
     manipulated = set(setting.manipulated.manipulated.tolist())
     assert [len(s) for s in sets.values()] == [4, 20, 40]

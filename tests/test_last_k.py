@@ -4,13 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from corrective_unlearning.experiment import build_setting, train_original
-from corrective_unlearning.runner import deletion_set, make_task
 from corrective_unlearning.methods import METHODS
 from corrective_unlearning.models import create_model, split_last_k
-from corrective_unlearning.training import Recipe
-
-RECIPE = Recipe(steps=30, batch_size=32, crop_padding=1, flip=False)
+from helpers import deletion_task
 
 
 def _ids(modules):
@@ -40,10 +36,8 @@ def test_wrn_numbering_is_the_references():
 
 
 @pytest.fixture(scope="module")
-def task(synthetic, runtime):
-    setting = build_setting(synthetic, "poison", 40, 0, runtime, val_size=16)
-    original, _ = train_original(setting, "small_cnn", RECIPE, runtime)
-    return make_task(setting, original, deletion_set(setting, 0.5), RECIPE, runtime)
+def task(poisoned, runtime):
+    return deletion_task(poisoned, 0.5, runtime)
 
 
 @pytest.mark.parametrize("name", ["eu", "cf"])

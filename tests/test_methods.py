@@ -13,9 +13,7 @@ from corrective_unlearning.methods import METHODS, Task, expand_grid, ssd
 from corrective_unlearning.methods.common import kl_to_teacher
 from corrective_unlearning.methods.ssd import dampen, importance_ratio, importances
 from corrective_unlearning.models import blocks
-from corrective_unlearning.training import Recipe
-
-RECIPE = Recipe(steps=30, batch_size=32, crop_padding=1, flip=False)
+from helpers import RECIPE, deletion_task, same, state
 
 
 def _task(synthetic, runtime, rate=0.5, seed=0, original_seed=None, manipulation="poison"):
@@ -27,17 +25,9 @@ def _task(synthetic, runtime, rate=0.5, seed=0, original_seed=None, manipulation
     return make_task(setting, original, deletion_set(setting, rate), RECIPE, runtime), setting
 
 
-def _state(model):
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _same(a, b):
-    return all(torch.equal(a[k], b[k]) for k in a)
-
-
 @pytest.fixture(scope="module")
-def task(synthetic, runtime):
-    return _task(synthetic, runtime)[0]
+def task(poisoned, runtime):
+    return deletion_task(poisoned, 0.5, runtime)
 
 
 def test_task_carries_no_test_data_and_no_manipulation_identity(task):
@@ -50,18 +40,18 @@ def test_task_carries_no_test_data_and_no_manipulation_identity(task):
 
 @pytest.mark.parametrize("name", ["eu", "cf", "ssd", "badt", "scrub"])
 def test_methods_never_modify_the_original(task, name):
-    before = _state(task.original)
+    before = state(task.original)
     unlearned = METHODS.get(name)(task, {})
     assert unlearned is not task.original
-    assert _same(before, _state(task.original))
+    assert same(before, state(task.original))
 
 
 def test_eu_does_not_depend_on_the_original_weights(synthetic, runtime):
     task_a, _ = _task(synthetic, runtime, original_seed=0)
     task_b, _ = _task(synthetic, runtime, original_seed=5)
-    assert not _same(_state(task_a.original), _state(task_b.original))
+    assert not same(state(task_a.original), state(task_b.original))
     eu_a, eu_b = METHODS.get("eu")(task_a, {}), METHODS.get("eu")(task_b, {})
-    assert _same(_state(eu_a), _state(eu_b))
+    assert same(state(eu_a), state(eu_b))
 
 
 def test_eu_last_k_keeps_the_early_blocks(task):
@@ -80,7 +70,7 @@ def test_cf_starts_from_the_original(task):
 
 def test_ssd_with_huge_alpha_changes_nothing(task):
     model = METHODS.get("ssd")(task, {"alpha": 1e30, "lambda": 1.0})
-    assert _same(_state(task.original), _state(model))
+    assert same(state(task.original), state(model))
 
 
 def test_ssd_dampens_exactly_the_selected_weights(task):
@@ -104,7 +94,7 @@ def test_ssd_relative_alpha_is_absolute_alpha_in_units_of_the_importance_ratio(t
     ratio = importance_ratio(forget_imp, data_imp)
     assert notes["importance_ratio"] == pytest.approx(ratio) and 0 < ratio != 1
     absolute = METHODS.get("ssd")(task, {"alpha": 2.0 * ratio, "lambda": 1.0 * ratio})
-    assert _same(_state(relative), _state(absolute))
+    assert same(state(relative), state(absolute))
     assert notes["dampened_weights"] == task.notes["dampened_weights"] > 0
 
 
@@ -188,7 +178,7 @@ def test_scrub_grid_replays_the_teachers_logits_exactly(synthetic, runtime, vari
     calls = len(recorded)
     replayed = METHODS.get("scrub")(shared, {**hp, "alpha": 0.5})
     assert len(recorded) == calls > 0
-    assert _same(_state(alone), _state(replayed))
+    assert same(state(alone), state(replayed))
     METHODS.get("scrub")(shared, {**hp, "steps": 6, "epochs": 1})
     assert len([k for k in shared.cache if k[0] == "scrub-teacher-logits"]) == 2
 

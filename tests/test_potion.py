@@ -3,26 +3,20 @@ from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from corrective_unlearning.experiment import build_setting, train_original
-from corrective_unlearning.runner import deletion_set, load_grid_config, make_task, run_grid
+from corrective_unlearning.runner import load_grid_config, run_grid
 from corrective_unlearning.methods import METHODS, potion, ssd
-from corrective_unlearning.training import Recipe
-
-RECIPE = Recipe(steps=30, batch_size=32, crop_padding=1, flip=False)
+from grid_helpers import small_grid, write_grid
+from helpers import deletion_task, same, state
 
 
 @pytest.fixture(scope="module")
-def task(synthetic, runtime):
-    setting = build_setting(synthetic, "poison", 40, 0, runtime, val_size=16)
-    original, _ = train_original(setting, "small_cnn", RECIPE, runtime)
-    return make_task(setting, original, deletion_set(setting, 0.55), RECIPE, runtime)  # |S_f| = 22
+def task(poisoned, runtime):
+    return deletion_task(poisoned, 0.55, runtime)  # |S_f| = 22
 
 
 def _slow_importance(task, indices: list[int], batch_size: int) -> list[torch.Tensor]:
@@ -40,10 +34,6 @@ def _slow_importance(task, indices: list[int], batch_size: int) -> list[torch.Te
         for total, grads in zip(totals, zip(*per_sample)):
             total += len(batch) * (sum(grads) / len(batch)).abs()
     return [t / len(indices) for t in totals]
-
-
-def _snapshot(model):
-    return {k: v.clone() for k, v in model.state_dict().items()}
 
 
 def test_importance_matches_a_per_sample_computation_of_the_norm_gradient(task):
@@ -73,7 +63,7 @@ def test_percentile_and_alpha_match_numpy_on_the_ratio_by_hand(task):
 
 
 def test_each_retry_restarts_from_the_original(task, monkeypatch):
-    before = _snapshot(task.original)
+    before = state(task.original)
     real = potion.forget_accuracy
     calls = []
 
@@ -98,7 +88,7 @@ def test_each_retry_restarts_from_the_original(task, monkeypatch):
     expected = copy.deepcopy(task.original)
     ssd.dampen(expected, forget_imp, data_imp, alpha, 1.0)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), expected.state_dict().values()))
-    assert all(torch.equal(v, task.original.state_dict()[k]) for k, v in before.items())
+    assert same(before, state(task.original))
     # More weights dampened as the fraction grows (a lower percentile).
     dampened = [t["dampened_weights"] for t in notes["tries"]]
     assert dampened == sorted(dampened) and dampened[0] > 0
@@ -121,7 +111,7 @@ def test_stops_at_the_first_try_that_meets_the_target(task, monkeypatch):
 
 
 def test_real_run_is_bounded_and_consistent(task):
-    before = _snapshot(task.original)
+    before = state(task.original)
     task.start_run()
     METHODS.get("potion")(task, {"growth": 2.0, "max_tries": 50})
     notes = task.notes
@@ -133,7 +123,7 @@ def test_real_run_is_bounded_and_consistent(task):
         assert accs[-1] <= target and all(a > target for a in accs[:-1])
     else:
         assert all(a > target for a in accs) and len(accs) == 50
-    assert all(torch.equal(v, task.original.state_dict()[k]) for k, v in before.items())
+    assert same(before, state(task.original))
     task.cache.clear()
 
 
@@ -153,11 +143,7 @@ def test_bad_settings_are_refused(task, bad):
 
 
 def test_runs_in_a_grid_with_tries_in_the_notes(tmp_path):
-    grid = {"dataset": {"name": "synthetic", "val_size": 16}, "recipe": {"steps": 15, "batch_size": 32},
-            "manipulations": [{"name": "poison", "sizes": [40]}], "rates": [0.5], "seeds": [0],
-            "methods": {"potion": {"grid": {"growth": [1.1]}}}}
-    path = Path(tmp_path) / "grid.yaml"
-    path.write_text(yaml.safe_dump(grid))
+    path = write_grid(tmp_path, small_grid({"potion": {"grid": {"growth": [1.1]}}}))
     records = [r for r in run_grid(load_grid_config(str(path), []), tmp_path / "out", progress=False)
                if r["method"] == "potion"]
     assert len(records) == 1 and records[0]["status"] == "ok"

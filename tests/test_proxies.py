@@ -19,8 +19,7 @@ from corrective_unlearning.proxies import (
 from corrective_unlearning.proxies.confidence import RECORDED
 from corrective_unlearning.proxies.heldout import model_divergence
 from corrective_unlearning.training import Recipe, train
-
-RECIPE = Recipe(steps=30, batch_size=32, crop_padding=1, flip=False)
+from helpers import RECIPE, same, state
 
 
 def _setting(synthetic, runtime, manipulation="random_labels", n=40, val_size=16):
@@ -39,10 +38,6 @@ def _mask(size, indices):
     mask = torch.zeros(size, dtype=torch.bool)
     mask[indices] = True
     return mask
-
-
-def _state(model):
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 # ------------------------------------------------------------------------------------------------ confidence
@@ -170,9 +165,9 @@ def test_heldout_is_zero_for_a_model_compared_with_itself(noisy, runtime):
 
 def test_heldout_scores_the_training_split_and_leaves_the_original_alone(noisy, runtime):
     setting, original, info = noisy
-    before = _state(original)
+    before = state(original)
     scores = memorization_scores("heldout", setting, original, info, runtime, epochs=2)
-    assert all(torch.equal(before[k], v) for k, v in _state(original).items())
+    assert same(before, state(original))
     train_scores = scores[setting.train_idx]
     assert torch.isfinite(train_scores).all() and (train_scores >= 0).all() and train_scores.max() > 0
     assert torch.isnan(scores[setting.val_idx]).all()

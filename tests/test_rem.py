@@ -5,33 +5,20 @@ import copy
 
 import pytest
 import torch
-import yaml
 
 from corrective_unlearning.capacity import widen
-from corrective_unlearning.experiment import build_setting, train_original
-from corrective_unlearning.runner import deletion_set, load_grid_config, make_task, run_grid
+from corrective_unlearning.runner import load_grid_config, run_grid
 from corrective_unlearning.methods import METHODS
 from corrective_unlearning.methods import rem as rem_module
 from corrective_unlearning.models import create_model
-from corrective_unlearning.training import Recipe
-
-RECIPE = Recipe(steps=30, batch_size=32, crop_padding=1, flip=False)
+from grid_helpers import small_grid, write_grid
+from helpers import deletion_task, same, state
 FAST = {"steps": 4, "max_flush_passes": 2}
 
 
 @pytest.fixture(scope="module")
-def task(synthetic, runtime):
-    setting = build_setting(synthetic, "poison", 40, 0, runtime, val_size=16)
-    original, _ = train_original(setting, "small_cnn", RECIPE, runtime)
-    return make_task(setting, original, deletion_set(setting, 0.55), RECIPE, runtime)  # |S_f| = 22
-
-
-def _state(model):
-    return {k: v.clone() for k, v in model.state_dict().items()}
-
-
-def _equal_states(a, b):
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+def task(poisoned, runtime):
+    return deletion_task(poisoned, 0.55, runtime)  # |S_f| = 22
 
 
 def _run(task, **hp):
@@ -40,7 +27,7 @@ def _run(task, **hp):
 
 
 def test_returned_model_has_the_original_shapes_and_loads_into_a_fresh_model(task):
-    before = _state(task.original)
+    before = state(task.original)
     model = _run(task)
     fresh = create_model("small_cnn", task.num_classes, 3)
     fresh.load_state_dict(model.state_dict(), strict=True)
@@ -49,7 +36,7 @@ def test_returned_model_has_the_original_shapes_and_loads_into_a_fresh_model(tas
     with torch.no_grad():
         assert torch.equal(fresh(x), model(x))
     assert not model.training
-    assert _equal_states(_state(task.original), before)  # M_o untouched
+    assert same(state(task.original), before)  # M_o untouched
 
 
 def test_notes_carry_rounds_flush_passes_and_scores(task):
@@ -67,7 +54,7 @@ def test_without_improvement_the_initial_model_is_returned_not_the_last_trained_
     monkeypatch.setattr(rem_module, "selection_score", lambda *a: (next(scores), 0.5))
     model = _run(task, steps=14)
     assert task.notes["selected_round"] == 0 and task.notes["rounds"] == 2
-    assert _equal_states(model.state_dict(), task.original.state_dict())
+    assert same(model.state_dict(), task.original.state_dict())
 
 
 def _flush_setup(task):
@@ -118,16 +105,7 @@ def test_student_and_reference_route_S_f_through_the_same_shared_mask(task):
 
 
 def test_rem_runs_in_a_tiny_grid(tmp_path):
-    grid = {
-        "dataset": {"name": "synthetic", "val_size": 16},
-        "recipe": {"steps": 15, "batch_size": 32},
-        "manipulations": [{"name": "poison", "sizes": [40]}],
-        "rates": [0.5],
-        "seeds": [0],
-        "methods": {"rem": {"grid": {"lr": [0.005]}, "params": {"steps": 4}}},
-    }
-    path = tmp_path / "grid.yaml"
-    path.write_text(yaml.safe_dump(grid))
+    path = write_grid(tmp_path, small_grid({"rem": {"grid": {"lr": [0.005]}, "params": {"steps": 4}}}))
     records = run_grid(load_grid_config(str(path), []), tmp_path / "out", progress=False)
     records = [r for r in records if r["method"] == "rem"]
     assert len(records) == 1 and records[0]["status"] == "ok", records[0].get("error")

@@ -6,19 +6,20 @@ import pytest
 import torch
 
 from corrective_unlearning.capacity import WideModel, restricted_model, trained_spare
-from corrective_unlearning.experiment import build_setting, train_original
+from corrective_unlearning.experiment import train_original
 from corrective_unlearning.runner import deletion_set, make_task
 from corrective_unlearning.methods import METHODS
 from corrective_unlearning.methods import rem as rem_module
 from corrective_unlearning.models import create_model
 from corrective_unlearning.training import Recipe
+from helpers import RECIPE as METHOD_RECIPE
 
-RECIPE = Recipe(steps=30, batch_size=32, crop_padding=1, flip=False, spare_capacity=1.0)
+RECIPE = METHOD_RECIPE.replace(spare_capacity=1.0)  # the method tests' recipe, trained with spare channels
 
 
 @pytest.fixture(scope="module")
-def setting(synthetic, runtime):
-    return build_setting(synthetic, "poison", 40, 0, runtime, val_size=16)
+def setting(poisoned_setting):
+    return poisoned_setting  # conftest's: 40 poisoned samples, seed 0
 
 
 @pytest.fixture(scope="module")

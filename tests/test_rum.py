@@ -11,27 +11,18 @@ import yaml
 
 from corrective_unlearning import correct
 from corrective_unlearning.config import ConfigError
-from corrective_unlearning.experiment import build_setting, train_original
+from corrective_unlearning.experiment import train_original
 from corrective_unlearning.runner import deletion_set, expand_cells, load_grid_config, make_task, run_grid
 from corrective_unlearning.methods import METHODS, Method, rum
 from corrective_unlearning.models import create_model
 from corrective_unlearning.proxies import entanglement_score
-from corrective_unlearning.training import Recipe
-
-RECIPE = Recipe(steps=30, batch_size=32, crop_padding=1, flip=False)  # 960 samples: every training index seen
-
-
-def _state(model):
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _same(a, b):
-    return all(torch.equal(a[k], b[k]) for k in a)
+from grid_helpers import small_grid, write_grid
+from helpers import RECIPE, same, state  # RECIPE: 960 samples, every training index seen
 
 
 @pytest.fixture(scope="module")
-def task(synthetic, runtime):
-    setting = build_setting(synthetic, "poison", 40, 0, runtime, val_size=16)
+def task(poisoned_setting, runtime):
+    setting = poisoned_setting
     # not cached: a module fixture runs outside the per-test cache folder, and training records the confidence
     original, info = train_original(setting, "small_cnn", RECIPE, runtime, use_cache=False)
     return make_task(setting, original, deletion_set(setting, 1.0), RECIPE, runtime, info)
@@ -54,7 +45,7 @@ def spy(monkeypatch):
     calls = []
 
     def run(step_task, hp):
-        calls.append({"task": step_task, "original": step_task.original, "state": _state(step_task.original),
+        calls.append({"task": step_task, "original": step_task.original, "state": state(step_task.original),
                       "forget": step_task.forget_idx.clone(), "retain": step_task.retain_idx.clone(), "hp": hp})
         model = step_task.copy_original()
         with torch.no_grad():
@@ -154,7 +145,7 @@ def test_steps_run_low_to_high_from_the_previous_model_with_the_processed_subset
         assert call["task"].notes is not scored.notes
     # the output of step i is the start of step i + 1, unchanged, and the last output is returned
     assert spy[1]["original"] is spy[0]["output"] and spy[2]["original"] is spy[1]["output"]
-    assert _same(spy[1]["state"], _state(spy[0]["output"])) and _same(spy[2]["state"], _state(spy[1]["output"]))
+    assert same(spy[1]["state"], state(spy[0]["output"])) and same(spy[2]["state"], state(spy[1]["output"]))
     assert model is spy[2]["output"]
     steps = scored.notes["steps"]
     assert [s["subset"] for s in steps] == ["low", "medium", "high"]
@@ -163,14 +154,14 @@ def test_steps_run_low_to_high_from_the_previous_model_with_the_processed_subset
 
 
 def test_none_steps_leave_the_model_bit_identical(task, spy):
-    before = _state(task.original)
+    before = state(task.original)
     scored, _ = _scores(task)
     model = METHODS.get("rum")(scored, {"steps": ["none", "spy", "none"]})
-    assert len(spy) == 1 and spy[0]["original"] is task.original and _same(spy[0]["state"], before)
+    assert len(spy) == 1 and spy[0]["original"] is task.original and same(spy[0]["state"], before)
     assert model is spy[0]["output"]  # the last step left step 2's output as it was
     nothing = METHODS.get("rum")(_scores(task)[0], {"steps": ["none"] * 3})
-    assert nothing is not task.original and _same(_state(nothing), before)
-    assert _same(_state(task.original), before)
+    assert nothing is not task.original and same(state(nothing), before)
+    assert same(state(task.original), before)
 
 
 def test_rum_f_runs_one_method_on_every_subset(task, spy):
@@ -182,11 +173,11 @@ def test_rum_f_runs_one_method_on_every_subset(task, spy):
 
 
 def test_notes_carry_sizes_proxy_ranges_es_and_seconds_and_the_original_is_untouched(task, monkeypatch):
-    before = _state(task.original)
+    before = state(task.original)
     fresh = _fresh(task)
     monkeypatch.setattr(rum, "ES_RETAIN_SAMPLES", 50)  # the retain side of the ES is subsampled (seeded)
     model = METHODS.get("rum")(fresh, {"step_hparams": [{}, {"steps": 2}, {"steps": 2}]})
-    assert _same(_state(task.original), before) and model is not task.original
+    assert same(state(task.original), before) and model is not task.original
     notes = fresh.notes
     assert notes["proxy"] == "confidence" and notes["order"] == "memorization"
     assert notes["subset_sizes"] == [13, 14, 13] and "5000" not in notes["es_note"]
@@ -234,12 +225,8 @@ def test_wrong_steps_are_refused_when_the_config_is_loaded(tmp_path):
 
 
 def test_rum_runs_in_a_grid(tmp_path):
-    path = tmp_path / "grid.yaml"
-    path.write_text(yaml.safe_dump({
-        "dataset": {"name": "synthetic", "val_size": 16}, "recipe": {"steps": 15, "batch_size": 32},
-        "manipulations": [{"name": "poison", "sizes": [40]}], "rates": [0.5], "seeds": [0],
-        "methods": {"rum": {"grid": {"order": ["memorization", "shuffle"]}, "params": {"step_hparams": {"steps": 2}}}},
-    }))
+    path = write_grid(tmp_path, small_grid(
+        {"rum": {"grid": {"order": ["memorization", "shuffle"]}, "params": {"step_hparams": {"steps": 2}}}}))
     records = run_grid(load_grid_config(str(path), []), tmp_path / "out", progress=False)
     cells = [r for r in records if r["method"] == "rum"]
     assert len(cells) == 2 and all(r["status"] == "ok" for r in records), [r.get("error") for r in records]

@@ -4,25 +4,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from corrective_unlearning.experiment import build_setting, train_original
-from corrective_unlearning.runner import deletion_set, make_task
+from corrective_unlearning.runner import make_task
 from corrective_unlearning.methods import METHODS
 from corrective_unlearning.methods.scrub import bench_plan, original_plan
-from corrective_unlearning.training import Recipe
-
-RECIPE = Recipe(steps=30, batch_size=32, crop_padding=1, flip=False)
-
-
-@pytest.fixture(scope="module")
-def setting_and_original(synthetic, runtime):
-    setting = build_setting(synthetic, "poison", 40, 0, runtime, val_size=16)
-    return setting, train_original(setting, "small_cnn", RECIPE, runtime)[0]
+from helpers import RECIPE, deletion_task
 
 
 @pytest.fixture()
-def task(setting_and_original, runtime):
-    setting, original = setting_and_original
-    return make_task(setting, original, deletion_set(setting, 0.55), RECIPE, runtime)
+def task(poisoned, runtime):
+    return deletion_task(poisoned, 0.55, runtime)  # a new task per test: they count what its cache pays
 
 
 def test_bench_plan_by_hand(task):
@@ -44,8 +34,8 @@ def test_original_plan_by_hand(task):
     assert ascents == [True] * 3 + [False] * 4 + [True] * 3 + [False] * 4 + [False] * 4
 
 
-def test_an_empty_deletion_set_is_refused_before_any_loop(setting_and_original, runtime):
-    setting, original = setting_and_original
+def test_an_empty_deletion_set_is_refused_before_any_loop(poisoned, runtime):
+    setting, original, _ = poisoned
     with pytest.raises(ValueError, match="deletion set S_f is empty"):
         make_task(setting, original, torch.tensor([], dtype=torch.int64), RECIPE, runtime)
 

@@ -5,20 +5,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from corrective_unlearning.experiment import build_setting, train_original
-from corrective_unlearning.runner import deletion_set, make_task
 from corrective_unlearning.methods import METHODS
 from corrective_unlearning.methods.ssd import importance, importance_pool
-from corrective_unlearning.training import Recipe
-
-RECIPE = Recipe(steps=30, batch_size=32, crop_padding=1, flip=False)
+from helpers import deletion_task
 
 
 @pytest.fixture(scope="module")
-def task(synthetic, runtime):
-    setting = build_setting(synthetic, "poison", 40, 0, runtime, val_size=16)
-    original, _ = train_original(setting, "small_cnn", RECIPE, runtime)
-    return make_task(setting, original, deletion_set(setting, 0.55), RECIPE, runtime)  # |S_f| = 22
+def task(poisoned, runtime):
+    return deletion_task(poisoned, 0.55, runtime)  # |S_f| = 22
 
 
 def _slow_importance(task, indices: list[int], batch_size: int) -> list[torch.Tensor]:

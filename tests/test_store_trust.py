@@ -16,22 +16,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from grid_helpers import child_env, write_grid
+from grid_helpers import child_env, small_grid, write_grid
 from corrective_unlearning.cli import main
 from corrective_unlearning.config import ConfigError
 from corrective_unlearning.records import write_json_atomic, write_safetensors_atomic
 from corrective_unlearning.report.build import build_report
 from corrective_unlearning.runner import expand_cells, format_status, grid_status, load_grid_config, run_grid
 
-GRID = {
-    "dataset": {"name": "synthetic", "val_size": 16},
-    "recipe": {"steps": 15, "batch_size": 32},
-    "manipulations": [{"name": "poison", "sizes": [40]}],
-    "rates": [1.0],
-    "seeds": [0],
-    "methods": {"cf": {"grid": {"last_k": ["all"]}, "params": {"steps": 2}},
-                "ssd": {"grid": {"alpha": [1, 10], "lambda_ratio": [1]}}},
-}
+GRID = small_grid({"cf": {"grid": {"last_k": ["all"]}, "params": {"steps": 2}},
+                   "ssd": {"grid": {"alpha": [1, 10], "lambda_ratio": [1]}}}, rates=[1.0])
 
 
 def _config(tmp_path, **changes) -> Path:

@@ -9,7 +9,6 @@ import math
 import numpy as np
 import pytest
 import torch
-import yaml
 from torch import nn
 
 from corrective_unlearning.models import create_model
@@ -17,6 +16,7 @@ from corrective_unlearning.suspects import (Features, RANKINGS, Suspects, averag
                                             self_check, self_check_weight, suspects)
 from corrective_unlearning.suspects.gradient import last_layer_gradients
 from corrective_unlearning.training import ImageBank
+from grid_helpers import small_grid, write_grid
 
 
 def _features(embeddings, labels, logits=None, num_classes=None, bias=False) -> Features:
@@ -281,22 +281,14 @@ def test_suspects_find_a_planted_trigger(small):
 
 # ---- the grid's expand option ----------------------------------------------------------------------------------
 
-GRID = {
-    "dataset": {"name": "synthetic", "val_size": 16},
-    "recipe": {"steps": 15, "batch_size": 32},
-    "manipulations": [{"name": "poison", "sizes": [40]}],
-    "rates": [0.5],
-    "seeds": [0],
-    "methods": {"ssd": {"grid": {"alpha": [1, 10], "lambda_ratio": [1]}}},
-}
+GRID = small_grid({"ssd": {"grid": {"alpha": [1, 10], "lambda_ratio": [1]}}})
 
 
 def test_expand_cells_keep_the_ids_of_cells_without_expansion(tmp_path):
     from corrective_unlearning.config import ConfigError
     from corrective_unlearning.runner import expand_cells, load_grid_config
 
-    path = tmp_path / "grid.yaml"
-    path.write_text(yaml.safe_dump(GRID))
+    path = write_grid(tmp_path, GRID)
     plain = expand_cells(load_grid_config(str(path), []))
     expanded = expand_cells(load_grid_config(str(path), ["expand=[0, 30]", "expand_ranking=embedding"]))
     assert {c.id for c in plain} < {c.id for c in expanded}
@@ -312,8 +304,7 @@ def test_grid_expand_grows_the_deletion_set_and_records_precision_and_recall(tmp
     from corrective_unlearning.runner import load_grid_config, run_grid
     from corrective_unlearning.selection import group_key
 
-    path = tmp_path / "grid.yaml"
-    path.write_text(yaml.safe_dump(GRID))
+    path = write_grid(tmp_path, GRID)
     config = load_grid_config(str(path), ["expand=[0, 30]", "expand_ranking=embedding"])
     records = run_grid(config, tmp_path / "out", progress=False)
     assert len(records) == 5 and all(r["status"] == "ok" for r in records), [r.get("error") for r in records]
@@ -344,8 +335,7 @@ def test_grid_expand_grows_the_deletion_set_and_records_precision_and_recall(tmp
     assert len(plain_rows) == 2 and {r["cell"] for r in plain_rows} == {r["cell"] for r in plain}
 
 
-def test_expansions_rank_once_per_original_and_deletion_set(monkeypatch, synthetic, runtime):
-    from corrective_unlearning.experiment import build_setting
+def test_expansions_rank_once_per_original_and_deletion_set(monkeypatch, poisoned_setting, runtime):
     from corrective_unlearning.runner import deletion_set
     from corrective_unlearning.suspects import expansion
 
@@ -357,7 +347,7 @@ def test_expansions_rank_once_per_original_and_deletion_set(monkeypatch, synthet
                         candidates=len(candidates), seconds=1.5)
 
     monkeypatch.setattr(expansion, "rank_suspects", fake)
-    setting = build_setting(synthetic, "poison", 40, 0, runtime, val_size=16)
+    setting = poisoned_setting
     forget = deletion_set(setting, 0.5)
     first = expansion.Expansions(setting, None, runtime, key="original-a")
     grown, block = first.grow(forget, 0.5, 10, "embedding")

@@ -8,7 +8,6 @@ import math
 
 import pytest
 import torch
-import yaml
 
 from corrective_unlearning import references as references_module
 from corrective_unlearning.cache import cache_key
@@ -18,25 +17,18 @@ from corrective_unlearning.experiment import build_setting, original_spec, train
 from corrective_unlearning.runner import load_grid_config, load_records, run_grid
 from corrective_unlearning.references import clean_oracle_spec, tow_metrics, train_clean_oracle
 from corrective_unlearning.report.build import build_report
+from grid_helpers import small_grid, write_grid
 
-GRID = {
-    "dataset": {"name": "synthetic", "val_size": 16},
-    "recipe": {"steps": 15, "batch_size": 32},
-    "manipulations": [{"name": "poison", "sizes": [40]}],
-    "rates": [0.5, 1.0],
-    "seeds": [0],
+GRID = small_grid(
     # eu with last_k all and no steps of its own: the retrained reference's own recipe and seed
-    "methods": {"eu": {"grid": {"last_k": ["all"]}}, "cf": {"grid": {"last_k": ["all"]}, "params": {"steps": 5}}},
-    "tow": {"references": ["retrain", "clean"], "retain_samples": 100},
-}
+    {"eu": {"grid": {"last_k": ["all"]}}, "cf": {"grid": {"last_k": ["all"]}, "params": {"steps": 5}}},
+    rates=[0.5, 1.0], tow={"references": ["retrain", "clean"], "retain_samples": 100})
 TOW_METRICS = {"tow_retrain", "tow_retrain_sfclean", "tow_clean", "tow_clean_sfclean", "original_tow_retrain",
                "original_tow_retrain_sfclean", "original_tow_clean", "original_tow_clean_sfclean"}
 
 
 def _config(tmp_path, **changes):
-    path = tmp_path / "grid.yaml"
-    path.write_text(yaml.safe_dump({**GRID, **changes}))
-    return load_grid_config(str(path), [])
+    return load_grid_config(str(write_grid(tmp_path, GRID, **changes)), [])
 
 
 # -- the arithmetic ----------------------------------------------------------------------------------------------
@@ -70,8 +62,9 @@ def test_retain_sample_is_a_seeded_sorted_subset():
 
 # -- the clean oracle ---------------------------------------------------------------------------------------------
 
-def test_clean_oracle_trains_on_clean_labels_without_triggers(synthetic, runtime, tiny_recipe, monkeypatch):
-    setting = build_setting(synthetic, "poison", 40, 0, runtime, val_size=16)
+def test_clean_oracle_trains_on_clean_labels_without_triggers(synthetic, runtime, tiny_recipe, monkeypatch,
+                                                               poisoned_setting):
+    setting = poisoned_setting
     m = setting.manipulated
     seen = []
     real_train = references_module.train

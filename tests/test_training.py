@@ -13,6 +13,7 @@ from corrective_unlearning.runtime import Runtime
 from corrective_unlearning.training import DivergenceError, ImageBank, Recipe, default_recipe, train
 from corrective_unlearning.training.bank import random_crop
 from corrective_unlearning.training.trainer import step_order
+from helpers import same, state
 
 
 # ---------------------------------------------------------------------------------------------------- schedule
@@ -137,21 +138,16 @@ def bank(synthetic, runtime):
     return ImageBank(synthetic.train_images, synthetic.mean, synthetic.std, runtime.device)
 
 
-def _states_equal(a: nn.Module, b: nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
 def test_training_is_deterministic_for_a_seed(synthetic, runtime, bank):
     recipe = Recipe(steps=20, batch_size=32, crop_padding=2, flip=True)
     idx = torch.arange(300)
     models = [_fresh(), _fresh(), _fresh()]
-    assert _states_equal(models[0], models[2])
+    assert same(state(models[0]), state(models[2]))
     logs = [train(m, bank, synthetic.train_labels, idx, recipe, seed=s, runtime=runtime)
             for m, s in zip(models, (0, 0, 1))]
-    assert _states_equal(models[0], models[1])
+    assert same(state(models[0]), state(models[1]))
     assert logs[0].losses == logs[1].losses
-    assert not _states_equal(models[0], models[2])
+    assert not same(state(models[0]), state(models[2]))
     assert not models[0].training  # left in eval mode
 
 

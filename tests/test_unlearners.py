@@ -8,43 +8,25 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 
 from corrective_unlearning.evaluation import predict
-from corrective_unlearning.experiment import build_setting, train_original
-from corrective_unlearning.runner import deletion_set, load_grid_config, make_task, run_grid
+from corrective_unlearning.runner import load_grid_config, run_grid
 from corrective_unlearning.methods import METHODS, expand_grid
 from corrective_unlearning.methods.npo import npo_loss
 from corrective_unlearning.methods.random_label import wrong_labels
-from corrective_unlearning.training import DivergenceError, Recipe
+from corrective_unlearning.training import DivergenceError
 from corrective_unlearning.training.trainer import cross_entropy
+from grid_helpers import small_grid, write_grid
+from helpers import deletion_task, same, state
 
 NAMES = ["neggrad", "neggrad+", "random-label", "salun", "l1-sparse", "npo"]
-RECIPE = Recipe(steps=30, batch_size=32, crop_padding=1, flip=False)
-GRID = {
-    "dataset": {"name": "synthetic", "val_size": 16},
-    "recipe": {"steps": 15, "batch_size": 32},
-    "manipulations": [{"name": "poison", "sizes": [40]}],
-    "rates": [0.5],
-    "seeds": [0],
-    "methods": {name: {"params": {"steps": 2}} for name in NAMES},  # each method's own (paper) grid
-}
+GRID = small_grid({name: {"params": {"steps": 2}} for name in NAMES})  # each method's own (paper) grid
 
 
 @pytest.fixture(scope="module")
-def task(synthetic, runtime):
+def task(poisoned, runtime):
     """Poison, 40 manipulated, 20 of them in S_f, 4 classes, batch 32."""
-    setting = build_setting(synthetic, "poison", 40, 0, runtime, val_size=16)
-    original, _ = train_original(setting, "small_cnn", RECIPE, runtime)
-    return make_task(setting, original, deletion_set(setting, 0.5), RECIPE, runtime)
-
-
-def _state(model):
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _same(a, b):
-    return all(torch.equal(a[k], b[k]) for k in a)
+    return deletion_task(poisoned, 0.5, runtime)
 
 
 def _unaugmented(task):
@@ -61,13 +43,13 @@ def _forget_accuracy(task, model):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_unlearners_never_modify_the_original(task, name):
-    before, labels = _state(task.original), task.labels.clone()
+    before, labels = state(task.original), task.labels.clone()
     task.start_run()
     unlearned = METHODS.get(name)(task, {"steps": 4})
     assert unlearned is not task.original
-    assert _same(before, _state(task.original))
+    assert same(before, state(task.original))
     assert torch.equal(labels, task.labels)
-    assert not _same(before, _state(unlearned))
+    assert not same(before, state(unlearned))
 
 
 def test_neggrad_first_step_is_one_sgd_step_of_ascent_on_the_forget_loss(task):
@@ -100,7 +82,7 @@ def test_neggrad_plus_with_beta_one_is_fine_tuning_on_the_retain_set(task):
     unlearned = METHODS.get("neggrad+")(task, {"beta": 1.0, "lr": lr, "steps": steps})
     fine_tuned = task.copy_original()
     task.fit(fine_tuned, task.retain_idx, task.recipe.replace(schedule="constant", lr=lr, steps=steps))
-    assert _same(_state(unlearned), _state(fine_tuned))  # bit-identical, batch-norm statistics included
+    assert same(state(unlearned), state(fine_tuned))  # bit-identical, batch-norm statistics included
 
     # and a beta below 1 does ascend on S_f: the forget loss ends above fine-tuning's
     pushed = METHODS.get("neggrad+")(task, {"beta": 0.5, "lr": lr, "steps": steps})
@@ -256,12 +238,11 @@ def test_npo_stops_at_the_first_epoch_with_forget_accuracy_at_most_stop_acc(task
 
     task.start_run()  # stop_acc is configurable; an original already at or below it is returned unchanged
     unchanged = METHODS.get("npo")(task, {"stop_acc": 1.0})
-    assert task.notes["epochs"] == 0 and _same(_state(task.original), _state(unchanged))
+    assert task.notes["epochs"] == 0 and same(state(task.original), state(unchanged))
 
 
 def test_the_six_unlearners_run_their_paper_grids(tmp_path):
-    path = tmp_path / "grid.yaml"
-    path.write_text(yaml.safe_dump(GRID))
+    path = write_grid(tmp_path, GRID)
     records = run_grid(load_grid_config(str(path), []), tmp_path / "out", progress=False)
     by_method = {name: [r for r in records if r["method"] == name] for name in NAMES}
     assert all(r["status"] == "ok" for r in records), [r.get("error") for r in records if r["status"] != "ok"]

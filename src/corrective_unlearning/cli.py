@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from . import __version__
@@ -14,7 +15,7 @@ EPILOG = "Any trailing key=value arguments override the config, e.g. recipe.step
 
 
 def _train_config(args):
-    from .config import TrainConfig, apply_overrides, from_dict, read_yaml
+    from .config import TrainConfig, apply_overrides, from_dict, read_yaml  # lazy: each command loads only what it runs
 
     data = read_yaml(args.config) if args.config else {}
     flags = {
@@ -34,15 +35,15 @@ def _train_config(args):
 
 
 def cmd_train(args) -> int:
-    from .config import to_dict, write_yaml
-    from .data import load_dataset
-    from .experiment import build_setting, evaluate, train_original
-    from .runner import deletion_set
-    from .records import environment, write_json_atomic
-    from .report.tables import format_metrics
-    from .runtime import Runtime, Stopwatch
-    from .cache import check_cache_writable
-    from .fix.output import check_train_folder, clear_train
+    from .config import to_dict, write_yaml  # lazy: each command loads only what it runs
+    from .data import load_dataset  # lazy: each command loads only what it runs
+    from .experiment import build_setting, evaluate, train_original  # lazy: each command loads only what it runs
+    from .runner import deletion_set  # lazy: each command loads only what it runs
+    from .records import environment, write_json_atomic  # lazy: each command loads only what it runs
+    from .report.tables import format_metrics  # lazy: each command loads only what it runs
+    from .runtime import Runtime, Stopwatch  # lazy: each command loads only what it runs
+    from .cache import check_cache_writable  # lazy: each command loads only what it runs
+    from .fix.output import check_train_folder, clear_train  # lazy: each command loads only what it runs
 
     if not 0 < args.flag <= 1:  # also refuses NaN
         raise ValueError(f"--flag: expected a discovery rate in (0, 1], got {args.flag:g}")
@@ -91,23 +92,22 @@ def cmd_train(args) -> int:
 
 
 def _write_model(model, path: Path, meta: dict) -> None:
-    from .records import model_weights, write_json_atomic, write_safetensors_atomic
+    from .records import (  # lazy: each command loads only what it runs
+        model_weights, write_json_atomic, write_safetensors_atomic)
 
     write_safetensors_atomic(path, model_weights(model))
     write_json_atomic(path.with_suffix(".json"), meta)
 
 
 def cmd_fix(args) -> int:
-    import warnings
+    from .progress import progress_bar  # lazy: each command loads only what it runs
 
-    from .progress import progress_bar
-
-    from . import fix
-    from .fix.core import check_hparams, check_max_val_drop
-    from .fix.data import check_model_file
-    from .fix.output import check_fix_out
-    from .fix.report import before_after
-    from .runtime import Runtime
+    from . import fix  # lazy: each command loads only what it runs
+    from .fix.core import check_hparams, check_max_val_drop  # lazy: each command loads only what it runs
+    from .inputs import check_model_file  # lazy: each command loads only what it runs
+    from .fix.output import check_fix_out  # lazy: each command loads only what it runs
+    from .fix.report import before_after  # lazy: each command loads only what it runs
+    from .runtime import Runtime  # lazy: each command loads only what it runs
 
     # Everything that can be checked without the data is checked first, before any work.
     check_max_val_drop(args.max_val_drop, "--max-val-drop")
@@ -155,7 +155,7 @@ def cmd_fix(args) -> int:
 
 def _hparams(text: str | None) -> dict | None:
     """--hparams parsed as a YAML mapping; a one-line error naming the option otherwise."""
-    import yaml
+    import yaml  # lazy: read only for --hparams text
 
     if not text:
         return None
@@ -189,7 +189,7 @@ def _sidecar(model_path: str) -> dict:
 
 
 def cmd_methods(_args) -> int:
-    from .methods import METHODS, expand_grid
+    from .methods import METHODS, expand_grid  # lazy: each command loads only what it runs
 
     width = max(len(name) for name, _ in METHODS.items())
     for name, spec in METHODS.items():
@@ -200,7 +200,7 @@ def cmd_methods(_args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .runner import load_grid_config, projection, run_grid
+    from .runner import load_grid_config, projection, run_grid  # lazy: each command loads only what it runs
 
     config = load_grid_config(args.config, args.overrides)
     written = run_grid(config, args.out, progress=not args.quiet, executor=args.executor, workers=args.workers,
@@ -215,21 +215,21 @@ def cmd_run(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from .runner import format_status, grid_status
+    from .runner import format_status, grid_status  # lazy: each command loads only what it runs
 
     print(format_status(grid_status(args.results)))
     return 0
 
 
 def cmd_report(args) -> int:
-    from .report.build import build_report, print_summary
+    from .report.build import build_report, print_summary  # lazy: each command loads only what it runs
 
     print_summary(build_report(args.results, args.out, max_val_drop=args.max_val_drop))
     return 0
 
 
 def cmd_datasets(_args) -> int:
-    from .data import SOURCES
+    from .data import SOURCES  # lazy: each command loads only what it runs
 
     for name, loader in SOURCES.items():
         print(f"{name:15s} {((loader.__doc__ or '').strip().splitlines() or [''])[0]}")  # a source may lack a docstring

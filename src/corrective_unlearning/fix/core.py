@@ -16,14 +16,13 @@ from ..config import default_val_size
 from ..data import stratified_split
 from ..evaluation import defense_effectiveness, evaluate, predict
 from ..experiment import TaskData, make_task
+from ..inputs import TrainingData, as_images_labels, check_float_scale, check_model, flagged_indices, training_data
 from ..methods import METHODS
 from ..runtime import Runtime, Stopwatch
 from ..selection import DEFAULT_MAX_VAL_DROP
 from ..suspects import rank_suspects
 from ..training import Recipe, default_recipe
 from .auto import candidate_settings, run_auto
-from .data import (TrainingData, as_images_labels, check_float_scale, check_model, flagged_indices,
-                   training_data)
 
 
 @dataclass

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..inputs import flagged_indices, training_data
 from ..registry import Registry
 from ..runtime import Runtime, Stopwatch
 
@@ -252,7 +253,8 @@ def features_of(model: nn.Module, bank, labels: torch.Tensor, indices: torch.Ten
                 stamp: torch.Tensor | bool = False, batch_size: int | None = None) -> Features:
     """:class:`Features` of ``bank[indices]`` from one eval-mode forward pass of ``model`` (unshuffled, no
     augmentation; ``stamp`` as in :func:`~corrective_unlearning.evaluation.predict.logits`)."""
-    from ..proxies.entanglement import embeddings_and_logits, last_linear
+    from ..proxies.entanglement import (  # lazy: keeps proxies (and its cache) out of `import corrective_unlearning`
+        embeddings_and_logits, last_linear)
 
     embeddings, outputs = embeddings_and_logits(model, bank, indices, runtime, stamp, batch_size)
     head = last_linear(model)
@@ -310,8 +312,6 @@ def suspects(
     which includes it by default) needs the optional packages ``cleanlab`` and ``scikit-learn``
     (``pip install 'corrective-unlearning[suspects]'``).
     """
-    from ..fix.data import flagged_indices, training_data
-
     if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
         raise ValueError(f"k: expected a positive integer (or None: rank every candidate), got {k!r}")
     if ranking not in ranking_names():

@@ -1,0 +1,31 @@
+"""What many test modules share as plain values and functions (fixtures are in conftest.py)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from corrective_unlearning.methods import Task
+from corrective_unlearning.runner import deletion_set, make_task
+from corrective_unlearning.runtime import Runtime
+from corrective_unlearning.training import Recipe
+
+# The original's recipe in the method tests: 30 steps of 32 cover every training sample of the synthetic set at
+# least once, crops of one pixel, no flips.
+RECIPE = Recipe(steps=30, batch_size=32, crop_padding=1, flip=False)
+
+
+def state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A snapshot of ``model``'s state dict (copies: later training does not change it)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    """Two state dicts with the same keys and bit-identical tensors (batch-norm statistics included)."""
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def deletion_task(poisoned: tuple, rate: float, runtime: Runtime) -> Task:
+    """The task of deleting a ``rate`` share of the manipulated samples of conftest's ``poisoned`` setting, from
+    its original."""
+    setting, original, _ = poisoned
+    return make_task(setting, original, deletion_set(setting, rate), RECIPE, runtime)
