@@ -374,8 +374,6 @@ def test_no_circle_between_units():
     assert not lines, _message("circles between units", lines)
 
 
-@pytest.mark.xfail(strict=True, reason="runner/executors/__init__.py imports runner.cells._cell_fields; waits for "
-                                       "the runner refactor to make the cell's record fields public")
 def test_no_private_name_from_another_package():
     lines = private_violations()
     assert not lines, _message("private names used from another package", lines)
