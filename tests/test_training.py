@@ -74,7 +74,7 @@ def test_the_optimizer_follows_the_schedule_step_by_step(synthetic, runtime):
     model = _Scalar()
     seen = []
 
-    def loss_fn(m, x, y, idx):
+    def loss_fn(m, batch):
         seen.append(float(model.p.detach()))
         return model.p * 1.0
 
@@ -179,9 +179,9 @@ def test_training_learns(synthetic, runtime, bank):
 def test_nan_loss_raises_divergence_error_naming_step_and_lr(synthetic, runtime, bank):
     calls = []
 
-    def nan_at_step_7(model, x, y, idx):
+    def nan_at_step_7(model, batch):
         calls.append(None)
-        loss = F.cross_entropy(model(x), y)
+        loss = F.cross_entropy(model(batch.x), batch.labels)
         return loss * float("nan") if len(calls) == 8 else loss
 
     recipe = Recipe(steps=20, batch_size=32)
@@ -326,4 +326,4 @@ def test_observe_sees_every_steps_logits_and_after_step_runs_after_each_update(s
     assert seen == [((32, synthetic.num_classes), False, True)] * 4 and steps == [0, 1, 2, 3]
     with pytest.raises(ValueError, match="observe sees the logits of the default cross-entropy"):
         train(model, bank, synthetic.train_labels, torch.arange(300), recipe, seed=0, runtime=runtime,
-              observe=lambda *a: None, loss_fn=lambda m, x, y, i: m(x).sum())
+              observe=lambda *a: None, loss_fn=lambda m, batch: m(batch.x).sum())

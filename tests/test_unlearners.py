@@ -132,9 +132,9 @@ def test_random_label_never_assigns_the_given_label(task, monkeypatch):
     fit, seen = task.fit, []
 
     def spy(model, indices, recipe=None, *, loss_fn=cross_entropy, **kwargs):
-        def recording(forward, x, y, batch):
-            seen.append((batch.cpu(), y.cpu()))
-            return loss_fn(forward, x, y, batch)
+        def recording(forward, batch):
+            seen.append((batch.indices.cpu(), batch.labels.cpu()))
+            return loss_fn(forward, batch)
 
         return fit(model, indices, recipe, loss_fn=recording, **kwargs)
 
@@ -201,11 +201,11 @@ def test_l1_sparse_coefficient_decays_linearly_to_zero(task, monkeypatch):
     fit, coefficients = task.fit, []
 
     def spy(model, indices, recipe=None, *, loss_fn=cross_entropy, **kwargs):
-        def recording(forward, x, y, batch):
-            loss = loss_fn(forward, x, y, batch)
+        def recording(forward, batch):
+            loss = loss_fn(forward, batch)
             with torch.no_grad():
                 l1 = sum(float(p.abs().double().sum()) for p in model.parameters())
-                coefficients.append((float(loss) - float(F.cross_entropy(forward(x), y))) / l1)
+                coefficients.append((float(loss) - float(F.cross_entropy(forward(batch.x), batch.labels))) / l1)
             return loss
 
         return fit(model, indices, recipe, loss_fn=recording, **kwargs)

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from ..training.trainer import LossFn
+from ..training import Batch, LossFn
 from . import method
 from .common import frozen_teacher, kl_to_teacher
 from .task import Task
@@ -18,10 +18,10 @@ def bad_teacher_loss(is_forget: torch.Tensor, good: nn.Module, bad: nn.Module, t
     larger: under the SGD bench recipe, another learning rate). The teacher is ``bad`` on rows whose training
     index is flagged in ``is_forget`` (S_f), ``good`` (M_o) elsewhere."""
 
-    def loss(model: nn.Module, x: torch.Tensor, _y: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    def loss(model: nn.Module, batch: Batch) -> torch.Tensor:
         with torch.no_grad():
-            target = torch.where(is_forget[indices][:, None], bad(x), good(x))
-        return kl_to_teacher(model(x), target, temperature, reduction="mean")
+            target = torch.where(is_forget[batch.indices][:, None], bad(batch.x), good(batch.x))
+        return kl_to_teacher(model(batch.x), target, temperature, reduction="mean")
 
     return loss
 

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..training import Batch
 from . import method
 from .task import Task
 
@@ -24,8 +25,8 @@ def unlearning_recipe(task: Task, indices: torch.Tensor, hp: dict, **changes):
     return task.recipe.replace(schedule="constant", lr=hp["lr"], steps=steps, **changes)
 
 
-def ascent(model: nn.Module, x: torch.Tensor, y: torch.Tensor, _indices: torch.Tensor) -> torch.Tensor:
-    return -F.cross_entropy(model(x), y)
+def ascent(model: nn.Module, batch: Batch) -> torch.Tensor:
+    return -F.cross_entropy(model(batch.x), batch.labels)
 
 
 @method("neggrad", defaults={"epochs": 5, "lr": 1e-4, "steps": None}, grid={"lr": [1e-4, 5e-4, 1e-3]})

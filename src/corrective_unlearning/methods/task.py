@@ -16,7 +16,7 @@ from torch import nn
 
 from ..runtime import Runtime, Stopwatch
 from ..training import ImageBank, Recipe, train
-from ..training.trainer import LossFn, TrainLog, cross_entropy, step_order
+from ..training.trainer import Loop, LossFn, Reference, TrainLog, cross_entropy, step_order
 
 
 @dataclass
@@ -158,3 +158,12 @@ class Task:
         return train(model, self.bank, self.labels if labels is None else labels, indices, recipe,
                      seed=self.seed if seed is None else seed, runtime=self.runtime, triggered=self._triggered,
                      frozen=frozen, loss_fn=loss_fn, after_step=after_step, desc=desc)
+
+    def loop(self, model: nn.Module, recipe: Recipe, *, augment_seed: int | None = None,
+             reference: Reference | None = None, compile: bool = True) -> Loop:
+        """The training loop over this task's images and given labels, for a method that takes its steps in
+        runs of its own (batches, loss, stopping rule): augmentation as in training (``recipe``'s), drawn from a
+        generator seeded ``augment_seed`` (default ``seed + 1``, as :meth:`fit` draws it)."""
+        return Loop(model, self.bank, self.labels, recipe, self.runtime,
+                    augment_seed=self.seed + 1 if augment_seed is None else augment_seed,
+                    triggered=self._triggered, reference=reference, compile=compile)
