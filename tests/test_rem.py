@@ -13,7 +13,7 @@ from corrective_unlearning.runner import deletion_set, load_grid_config, make_ta
 from corrective_unlearning.methods import METHODS
 from corrective_unlearning.methods import rem as rem_module
 from corrective_unlearning.models import create_model
-from corrective_unlearning.training import Recipe
+from corrective_unlearning.training import Recipe, Reference
 
 RECIPE = Recipe(steps=30, batch_size=32, crop_padding=1, flip=False)
 FAST = {"steps": 4, "max_flush_passes": 2}
@@ -74,26 +74,27 @@ def _flush_setup(task):
     wide = widen(copy.deepcopy(task.original), 1.0, 0.2, seed=task.seed)
     wide.shared_mask_for(task.forget_idx)
     reference = copy.deepcopy(wide).requires_grad_(False).eval()
-    optimizer = torch.optim.SGD(wide.parameters(), lr=0.005, momentum=0.9, weight_decay=5e-4)
+    recipe = task.recipe.replace(schedule="constant", lr=0.005, momentum=0.9, weight_decay=5e-4)
+    loop = task.loop(wide, recipe, reference=Reference(model=reference, route=reference.masks), compile=False)
     hp = {**METHODS.get("rem").resolve({}), "max_flush_passes": 5}
-    return wide.train(), reference, optimizer, hp, torch.Generator().manual_seed(0)
+    return wide.train(), reference, loop, hp
 
 
 def test_flush_stops_at_the_first_pass_reaching_the_threshold(task, monkeypatch):
     script = iter([0.9, 0.5, 0.3, 0.2, 0.1, 0.0])  # before pass 1, after passes 1, 2, 3 (0.2 <= 0.2: stop)
     monkeypatch.setattr(rem_module, "forget_accuracy", lambda *a: next(script))
-    wide, reference, optimizer, hp, generator = _flush_setup(task)
-    assert rem_module.flush(task, wide, reference, optimizer, hp, 1, generator) == 3
+    wide, _, loop, hp = _flush_setup(task)
+    assert rem_module.flush(task, wide, loop, hp, 1) == 3
     assert next(script) == 0.1  # the accuracy was not read again after the stopping pass
 
 
 def test_flush_never_exceeds_max_flush_passes_and_keeps_batch_norm_statistics(task, monkeypatch):
     calls = []
     monkeypatch.setattr(rem_module, "forget_accuracy", lambda *a: calls.append(1) or 1.0)
-    wide, reference, optimizer, hp, generator = _flush_setup(task)
+    wide, _, loop, hp = _flush_setup(task)
     buffers = {k: v.clone() for k, v in wide.named_buffers()}
     params = {k: v.clone() for k, v in wide.named_parameters()}
-    assert rem_module.flush(task, wide, reference, optimizer, hp, 1, generator) == 5
+    assert rem_module.flush(task, wide, loop, hp, 1) == 5
     assert wide.training  # mode restored
     assert all(torch.equal(v, buffers[k]) for k, v in wide.named_buffers())  # running stats untouched
     assert any(not torch.equal(v, params[k]) for k, v in wide.named_parameters())  # but it did train
@@ -101,9 +102,9 @@ def test_flush_never_exceeds_max_flush_passes_and_keeps_batch_norm_statistics(ta
 
 def test_flush_already_below_threshold_runs_no_pass(task, monkeypatch):
     monkeypatch.setattr(rem_module, "forget_accuracy", lambda *a: 0.1)
-    wide, reference, optimizer, hp, generator = _flush_setup(task)
+    wide, _, loop, hp = _flush_setup(task)
     params = {k: v.clone() for k, v in wide.named_parameters()}
-    assert rem_module.flush(task, wide, reference, optimizer, hp, 1, generator) == 0
+    assert rem_module.flush(task, wide, loop, hp, 1) == 0
     assert all(torch.equal(v, params[k]) for k, v in wide.named_parameters())
 
 

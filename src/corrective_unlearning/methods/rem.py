@@ -44,6 +44,7 @@ Choices of this implementation, beyond the reference:
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 
 import torch
@@ -51,7 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..capacity import WideModel, narrow, trained_spare, widen
-from ..training import DivergenceError
+from ..training import Batch, Loop, LossFn, Reference
 from . import method
 from .npo import npo_loss
 from .task import Task
@@ -74,8 +75,16 @@ def _ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), labels, reduction="none")
 
 
-def flush(task: Task, wide: WideModel, reference: WideModel, optimizer: torch.optim.Optimizer, hp: dict,
-          round_: int, generator: torch.Generator) -> int:
+def flush_objective(wide: WideModel, beta: float) -> LossFn:
+    """The NPO loss of the student with spare capacity off against the reference through the shared mask."""
+    def loss(forward: nn.Module, batch: Batch) -> torch.Tensor:
+        with wide.spare_off():
+            logits = forward(batch.x)
+        return npo_loss(logits, batch.reference, batch.labels, beta)
+    return loss
+
+
+def flush(task: Task, wide: WideModel, loop: Loop, hp: dict, round_: int) -> int:
     """Passes over S_f minimising the NPO loss (student spare off, reference through the shared mask) while
     acc(S_f) > threshold, at most max_flush_passes; returns the passes run. The whole student runs in eval mode
     (batch norm running statistics neither used from the batch nor updated); its mode is restored."""
@@ -87,46 +96,32 @@ def flush(task: Task, wide: WideModel, reference: WideModel, optimizer: torch.op
     try:
         while forget_accuracy(task, wide) > hp["threshold"] and passes < hp["max_flush_passes"]:
             seed = task.seed + 100_003 * (round_ + 1) + passes
-            losses = []
-            for indices in task.stream(task.forget_idx, pass_steps, batch_size, seed):
-                x = task.inputs(indices, augment=True, generator=generator)
-                task.runtime.step_begin()
-                with task.runtime.autocast():
-                    with torch.no_grad(), reference.masks(indices):
-                        ref_logits = reference(x)
-                    with wide.spare_off():
-                        logits = wide(x)
-                loss = npo_loss(logits, ref_logits, task.labels[indices], hp["beta"])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                losses.append(loss.detach())
+            batches = list(task.stream(task.forget_idx, pass_steps, batch_size, seed))
+            loop.run(batches, flush_objective(wide, hp["beta"]), desc="REM")
             passes += 1
-            if not bool(torch.isfinite(torch.stack(losses)).all()):  # one sync per pass
-                raise DivergenceError(f"REM diverged in flush pass {passes} of round {round_} (lr {hp['lr']}); "
-                                      f"lower the learning rate")
     finally:
         wide.train(was_training)
     return passes
 
 
-def repair_loss(task: Task, wide: WideModel, reference: WideModel, indices: torch.Tensor, x: torch.Tensor,
-                beta: float) -> torch.Tensor:
-    """Batch mean of the per-sample repair-and-redirect loss (module docstring, step 2)."""
-    labels = task.labels[indices]
-    with task.runtime.autocast():
-        with torch.no_grad(), reference.masks(indices):
-            ref_ce = _ce(reference(x), labels)
-        with wide.masks(indices):
-            masked_ce = _ce(wide(x), labels)
-    per_sample = (2.0 / beta) * F.logsigmoid(beta * (masked_ce - ref_ce))
-    identified = torch.isin(indices, task.forget_idx.to(indices.device))
-    if bool(identified.any()):
-        with task.runtime.autocast(), wide.spare_off():
-            off_ce = _ce(wide(x), labels)  # whole batch: batch norm sees the batch, not S_f alone
-        removal = -(2.0 / beta) * F.logsigmoid(beta * (off_ce - ref_ce))
-        per_sample = per_sample + torch.where(identified, removal, torch.zeros_like(removal))
-    return per_sample.mean()
+def repair_objective(task: Task, wide: WideModel, beta: float) -> LossFn:
+    """Batch mean of the per-sample repair-and-redirect loss (module docstring, step 2); the reference's logits
+    are through each example's mask."""
+    forget = task.forget_idx
+
+    def loss(forward: nn.Module, batch: Batch) -> torch.Tensor:
+        ref_ce = _ce(batch.reference, batch.labels)
+        with wide.masks(batch.indices):
+            masked_ce = _ce(forward(batch.x), batch.labels)
+        per_sample = (2.0 / beta) * F.logsigmoid(beta * (masked_ce - ref_ce))
+        identified = torch.isin(batch.indices, forget.to(batch.indices.device))
+        if bool(identified.any()):
+            with wide.spare_off():
+                off_ce = _ce(forward(batch.x), batch.labels)  # whole batch: batch norm sees the batch, not S_f alone
+            removal = -(2.0 / beta) * F.logsigmoid(beta * (off_ce - ref_ce))
+            per_sample = per_sample + torch.where(identified, removal, torch.zeros_like(removal))
+        return per_sample.mean()
+    return loss
 
 
 def spare_capacity(task: Task, hp: dict) -> WideModel:
@@ -183,29 +178,21 @@ def rem(task: Task, hp: dict) -> nn.Module:
     pass_steps = math.ceil(len(train_idx) / batch_size)
     budget = hp["steps"] or passes_ * pass_steps
     recipe = task.recipe.replace(schedule="constant", lr=hp["lr"], steps=budget)
-    optimizer = recipe.make_optimizer(wide.parameters())
+    # one optimiser and one augmentation stream for flush and repair steps alike; the uncompiled model, as the
+    # losses switch its masks between forward passes
+    loop = task.loop(wide, recipe, reference=Reference(model=reference, route=reference.masks), compile=False)
     batches = task.stream(train_idx, budget, batch_size, task.seed)
-    augment = torch.Generator(device=task.device).manual_seed(task.seed + 1)
+    repair = repair_objective(task, wide, beta)
 
     flush_passes, scores, forget_accs = [], [], []
     steps = rounds = 0
     wide.train()
     while steps < budget:  # every round takes >= 1 repair step: at most ceil(budget / pass_steps) rounds
         rounds += 1
-        flush_passes.append(flush(task, wide, reference, optimizer, hp, rounds, augment))
-        losses = []
-        for _ in range(min(pass_steps, budget - steps)):
-            indices = next(batches)
-            x = task.inputs(indices, augment=True, generator=augment)
-            task.runtime.step_begin()
-            loss = repair_loss(task, wide, reference, indices, x, beta)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.detach())
-            steps += 1
-        if not bool(torch.isfinite(torch.stack(losses)).all()):
-            raise DivergenceError(f"REM diverged in repair round {rounds} (lr {hp['lr']}); lower the learning rate")
+        flush_passes.append(flush(task, wide, loop, hp, rounds))
+        count = min(pass_steps, budget - steps)
+        loop.run(list(itertools.islice(batches, count)), repair, desc="REM")
+        steps += count
         score, forget_acc = selection_score(task, wide, retain)
         scores.append(score)
         forget_accs.append(forget_acc)
