@@ -35,13 +35,12 @@ def _equal_states(a, b):
 
 
 def _run(task, **hp):
-    task.start_run()
     return METHODS.get("rem")(task, {**FAST, **hp})
 
 
 def test_returned_model_has_the_original_shapes_and_loads_into_a_fresh_model(task):
     before = _state(task.original)
-    model = _run(task)
+    model = _run(task).model
     fresh = create_model("small_cnn", task.num_classes, 3)
     fresh.load_state_dict(model.state_dict(), strict=True)
     fresh.eval()
@@ -53,8 +52,7 @@ def test_returned_model_has_the_original_shapes_and_loads_into_a_fresh_model(tas
 
 
 def test_notes_carry_rounds_flush_passes_and_scores(task):
-    _run(task, steps=14)  # 12 steps per pass over the 384 training samples: two rounds (12 + 2 steps)
-    notes = task.notes
+    notes = _run(task, steps=14).notes  # 12 steps per pass over the 384 training samples: two rounds (12 + 2 steps)
     assert notes["rounds"] == 2 and notes["steps"] == 14
     assert len(notes["flush_passes"]) == len(notes["scores"]) == 2
     assert all(0 <= p <= 2 for p in notes["flush_passes"])
@@ -65,9 +63,9 @@ def test_notes_carry_rounds_flush_passes_and_scores(task):
 def test_without_improvement_the_initial_model_is_returned_not_the_last_trained_one(task, monkeypatch):
     scores = iter([1.0 - 0.1 * k for k in range(10)])
     monkeypatch.setattr(rem_module, "selection_score", lambda *a: (next(scores), 0.5))
-    model = _run(task, steps=14)
-    assert task.notes["selected_round"] == 0 and task.notes["rounds"] == 2
-    assert _equal_states(model.state_dict(), task.original.state_dict())
+    result = _run(task, steps=14)
+    assert result.notes["selected_round"] == 0 and result.notes["rounds"] == 2
+    assert _equal_states(result.model.state_dict(), task.original.state_dict())
 
 
 def _flush_setup(task):

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..training import Batch
 from . import method
-from .task import Task
+from .task import Task, Unlearned
 
 
 def unlearning_recipe(task: Task, indices: torch.Tensor, hp: dict, **changes):
@@ -30,11 +30,11 @@ def ascent(model: nn.Module, batch: Batch) -> torch.Tensor:
 
 
 @method("neggrad", defaults={"epochs": 5, "lr": 1e-4, "steps": None}, grid={"lr": [1e-4, 5e-4, 1e-3]})
-def neggrad(task: Task, hp: dict) -> nn.Module:
+def neggrad(task: Task, hp: dict) -> Unlearned:
     """NegGrad: gradient ascent on CE over S_f with its given labels (5 epochs, lr 1e-4; grid lr 1e-4, 5e-4,
     1e-3).
 
     The loss is unbounded below: a NaN or infinite loss raises the trainer's DivergenceError."""
     model = task.copy_original()
     task.fit(model, task.forget_idx, unlearning_recipe(task, task.forget_idx, hp), loss_fn=ascent, desc="NegGrad")
-    return model
+    return Unlearned(model)

@@ -14,12 +14,12 @@ from torch import nn
 from ..training import Batch
 from . import method
 from .neggrad import unlearning_recipe
-from .task import Task
+from .task import Task, Unlearned
 
 
 @method("neggrad+", defaults={"beta": 0.99, "epochs": 5, "lr": 0.01, "steps": None},
         grid={"beta": [0.97, 0.99], "lr": [0.01, 0.001]})
-def neggrad_plus(task: Task, hp: dict) -> nn.Module:
+def neggrad_plus(task: Task, hp: dict) -> Unlearned:
     """NegGrad+: minimise beta * CE(retain batch) - (1 - beta) * CE(forget batch) (beta 0.99, 5 epochs over the
     retain set, lr 0.01).
 
@@ -43,4 +43,4 @@ def neggrad_plus(task: Task, hp: dict) -> nn.Module:
         return total
 
     task.fit(model, task.retain_idx, recipe, loss_fn=loss, desc="NegGrad+")
-    return model
+    return Unlearned(model)

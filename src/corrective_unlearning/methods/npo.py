@@ -19,7 +19,7 @@ from torch import nn
 
 from ..training import Batch, LossFn, Reference
 from . import method
-from .task import Task
+from .task import Task, Unlearned
 
 
 def npo_loss(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor, beta: float) -> torch.Tensor:
@@ -46,14 +46,14 @@ def forget_accuracy(task: Task, model: nn.Module) -> float:
 
 @method("npo", defaults={"beta": 1.0, "lr": 0.005, "stop_acc": 0.2, "max_epochs": 100, "steps": None},
         grid={"lr": [0.001, 0.005, 0.025]})
-def npo(task: Task, hp: dict) -> nn.Module:
+def npo(task: Task, hp: dict) -> Unlearned:
     """NPO: gradient descent on the NPO loss over S_f with M_o as the reference, epoch by epoch until the
     accuracy on S_f (given labels) is <= stop_acc (beta 1, stop_acc 0.2, at most 100 epochs, lr 0.005).
 
     The accuracy is measured before the first epoch too (an original already at or below stop_acc is returned
     unchanged) and after every epoch. The reference sees each batch exactly as the student does, batch norm in
     training mode (batch statistics), so at the first step log p_theta - log p_ref is 0 (a model with dropout
-    would draw different dropout masks for the two). task.notes records the
+    would draw different dropout masks for the two). Its notes record the
     epochs run, the steps, the final forget accuracy and whether stop_acc was reached."""
     beta, stop_acc, max_epochs = hp["beta"], hp["stop_acc"], hp["max_epochs"]
     if not beta > 0:
@@ -81,5 +81,5 @@ def npo(task: Task, hp: dict) -> nn.Module:
         epochs += 1
         accuracy = forget_accuracy(task, model)
     model.eval()
-    task.notes.update(epochs=epochs, steps=steps, forget_acc=accuracy, stopped=accuracy <= stop_acc)
-    return model
+    return Unlearned(model, {"epochs": epochs, "steps": steps, "forget_acc": accuracy,
+                             "stopped": accuracy <= stop_acc})

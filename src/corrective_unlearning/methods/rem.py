@@ -55,7 +55,7 @@ from ..capacity import WideModel, narrow, trained_spare, widen
 from ..training import Batch, Loop, LossFn, Reference
 from . import method
 from .npo import npo_loss
-from .task import Task
+from .task import Task, Unlearned
 
 FLOOR = 0.2  # acc(S_f) below this earns no more in P (the reference's floor)
 
@@ -124,29 +124,29 @@ def repair_objective(task: Task, wide: WideModel, beta: float) -> LossFn:
     return loss
 
 
-def spare_capacity(task: Task, hp: dict) -> WideModel:
-    """M_o with spare capacity: the spare channels it was trained with when its recipe was capacity-restricted
-    (``spare_fraction`` is then the trained one), else ``spare_fraction`` new channels added now."""
+def spare_capacity(task: Task, hp: dict) -> tuple[WideModel, str]:
+    """M_o with spare capacity, and where it comes from (for the notes): the spare channels it was trained with
+    when its recipe was capacity-restricted (``spare_fraction`` is then the trained one), else ``spare_fraction``
+    new channels added now."""
     trained = trained_spare(task.original)
     if trained is None:
-        task.notes["spare_capacity"] = "added at unlearning time"
-        return widen(task.copy_original(), hp["spare_fraction"], hp["p_on"], seed=task.seed)
-    task.notes["spare_capacity"] = "trained with the original (capacity-restricted recipe)"
+        return (widen(task.copy_original(), hp["spare_fraction"], hp["p_on"], seed=task.seed),
+                "added at unlearning time")
     wide = copy.deepcopy(trained)
     wide.state.reset(hp["p_on"], task.seed)
-    return wide
+    return wide, "trained with the original (capacity-restricted recipe)"
 
 
 @method("rem", defaults={"lr": 0.005, "passes": 10, "steps": None, "beta": 1.0, "threshold": 0.2,
                          "max_flush_passes": 100, "spare_fraction": 1.0, "p_on": 0.2, "retain_eval": 2000},
         grid={"lr": [0.001, 0.005, 0.025]})
-def rem(task: Task, hp: dict) -> nn.Module:
+def rem(task: Task, hp: dict) -> Unlearned:
     """REM: spare capacity added to M_o; rounds of an NPO flush of S_f with spare capacity off (until acc(S_f) <=
     0.2, at most 100 passes) and a repair pass over the training set redirecting S_f to one shared spare mask;
     the best round by acc(retain) * (1 - max(acc(S_f), 0.2)) (the initial model included), narrowed back to the
     original architecture (SPEC 6).
 
-    task.notes records the rounds, the flush passes and P of every round, the selected round (0 = the initial
+    Its notes record the rounds, the flush passes and P of every round, the selected round (0 = the initial
     model), the repair steps and the final acc(S_f)."""
     beta, passes_, max_flush = hp["beta"], hp["passes"], hp["max_flush_passes"]
     if not beta > 0:
@@ -160,7 +160,7 @@ def rem(task: Task, hp: dict) -> nn.Module:
     if hp["steps"] is not None and hp["steps"] < 1:
         raise ValueError(f"rem steps must be >= 1 or null, got {hp['steps']!r}")
 
-    wide = spare_capacity(task, hp)
+    wide, origin = spare_capacity(task, hp)
     wide.shared_mask_for(task.forget_idx)
     reference = copy.deepcopy(wide).requires_grad_(False).eval()  # same shared mask, same per-example masks
 
@@ -198,7 +198,7 @@ def rem(task: Task, hp: dict) -> nn.Module:
         forget_accs.append(forget_acc)
         if score > best_score:
             best, best_score, best_forget, selected = narrow(wide).eval(), score, forget_acc, rounds
-    task.notes.update(rounds=rounds, flush_passes=flush_passes, scores=scores, forget_accs=forget_accs,
-                      initial_score=initial_score, selected_round=selected, selected_score=best_score,
-                      steps=steps, forget_acc=best_forget, retain_eval=len(retain))
-    return best.eval()
+    return Unlearned(best.eval(), {
+        "spare_capacity": origin, "rounds": rounds, "flush_passes": flush_passes, "scores": scores,
+        "forget_accs": forget_accs, "initial_score": initial_score, "selected_round": selected,
+        "selected_score": best_score, "steps": steps, "forget_acc": best_forget, "retain_eval": len(retain)})

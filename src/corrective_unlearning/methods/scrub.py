@@ -11,14 +11,14 @@ from torch import nn
 from ..training import Batch, LossFn, Reference
 from . import method
 from .common import frozen_teacher, kl_to_teacher
-from .task import Task
+from .task import Task, Unlearned
 
 
 @method("scrub", defaults={"variant": "original", "lr": None, "alpha": 0.001, "gamma": 0.99, "temperature": 4.0,
                            "epochs": 3, "msteps": 2, "forget_batch": 64, "retain_batch": 128, "steps": None,
                            "max_steps": 100},
         grid={"variant": ["bench"], "alpha": [0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10]})
-def scrub(task: Task, hp: dict) -> nn.Module:
+def scrub(task: Task, hp: dict) -> Unlearned:
     """SCRUB (variant original: SGD lr 5e-4, max-steps on S_f in the first msteps of `epochs` epochs,
     min-steps gamma*CE + alpha*KL on the retain set, T 4; bench: 1000 steps at lr 0.0025, alternating a pass
     over S_f by gradient ascent on CE + alpha*KL, while fewer than max_steps steps are done, with a pass over
@@ -50,7 +50,7 @@ def scrub(task: Task, hp: dict) -> nn.Module:
     for ascend, phase in itertools.groupby(plan, key=lambda entry: entry[0]):  # the max and min phases, in turn
         loop.run([indices for _, indices in phase], objectives[ascend], desc="SCRUB")
     student.eval()
-    return student
+    return Unlearned(student)
 
 
 def max_objective(variant: str, alpha: float, temperature: float) -> LossFn:

@@ -183,15 +183,14 @@ def _run_cell(cell: Cell, setting, original, info, make_task: Callable[[], Task]
             task = make_task()
             record["index_hashes"] = {**base["index_hashes"], "forget": index_hash(forget)}
             record["forget_size"] = len(forget)
-            task.start_run()
             with Stopwatch(runtime) as clock:
-                model = METHODS.get(cell.method)(task, cell.hparams)
-            method_seconds = clock.seconds
-            record["method_notes"] = dict(task.notes)
+                result = METHODS.get(cell.method)(task, cell.hparams)
+            model, method_seconds = result.model, clock.seconds
+            record["method_notes"] = dict(result.notes)
             # Work shared with later cells of this deletion set is included in method_seconds of the cell that
             # paid it; the report adds it back to the cells that reused it to show what one run costs.
-            shared = {"shared_seconds": sum(task.shared_paid.values()), "shared_paid": dict(task.shared_paid),
-                      "shared_reused": list(task.shared_reused)}
+            shared = {"shared_seconds": sum(result.shared.paid.values()), "shared_paid": dict(result.shared.paid),
+                      "shared_reused": list(result.shared.reused)}
         with Stopwatch(runtime) as clock:
             metrics = evaluate_cell(model, setting, runtime, forget)
         tow_timing = {}
