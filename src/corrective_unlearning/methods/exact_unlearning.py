@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Union
 
-
 from ..models import split_last_k
 from . import method
 from .common import reinitialise
