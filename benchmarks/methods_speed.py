@@ -83,12 +83,11 @@ def time_methods(runtime: Runtime, dataset, n: int, args) -> list[tuple[str, flo
         hparams = expand_grid(spec.grid)[0]
         repeats = max(args.repeat, 2 if name in SHARED_WITH_GRID else 1)
         for repeat in range(repeats):
-            task.start_run()
             with Stopwatch(runtime) as clock:
-                spec(task, hparams)
+                result = spec(task, hparams)
             note = SHARED_WITH_GRID.get(name, "again, a new model") if repeat else ""
-            if task.shared_paid:
-                note = f"complete run: shared work {sum(task.shared_paid.values()):.2f} s of it"
+            if result.shared.paid:
+                note = f"complete run: shared work {sum(result.shared.paid.values()):.2f} s of it"
             rows.append((f"{name} {hparams}", clock.seconds, note))
     return rows
 

@@ -13,7 +13,7 @@ from corrective_unlearning.runner import make_task
 from corrective_unlearning.methods import METHODS
 from corrective_unlearning.methods.bad_teacher import bad_teacher_loss
 from corrective_unlearning.methods.common import kl_to_teacher
-from corrective_unlearning.training import Recipe
+from corrective_unlearning.training import Batch, Recipe
 
 LN2, LN3 = math.log(2), math.log(3)
 # Two rows, three classes. Row 0: teacher softmax [1/4, 1/4, 1/2], student uniform:
@@ -70,7 +70,7 @@ BAD = [[-3.0, 3.0, 1.0], TEACHER[1]]
 def test_the_loss_builder_picks_the_teacher_per_sample_and_takes_the_elementwise_mean():
     is_forget = torch.tensor([False, False, True, False])
     loss = bad_teacher_loss(is_forget, Lookup(GOOD), Lookup(BAD), temperature=1.0)
-    value = loss(Lookup(STUDENT), torch.tensor([0, 1]), None, torch.tensor([3, 2]))
+    value = loss(Lookup(STUDENT), Batch(torch.tensor([0, 1]), None, torch.tensor([3, 2]), 0))
     assert float(value) == pytest.approx(ELEMENTWISE_MEAN, rel=1e-6)
 
 
@@ -87,7 +87,8 @@ def test_badt_optimises_the_reference_loss(synthetic, runtime, monkeypatch, vari
     METHODS.get("badt")(task, {"variant": variant})
 
     retain_row = int(task.retain_idx[0])
-    value = fitted["loss_fn"](Lookup(STUDENT), torch.tensor([0, 1]), None, torch.tensor([retain_row, int(forget[0])]))
+    batch = Batch(torch.tensor([0, 1]), None, torch.tensor([retain_row, int(forget[0])]), 0)
+    value = fitted["loss_fn"](Lookup(STUDENT), batch)
     assert float(value) == pytest.approx(ELEMENTWISE_MEAN, rel=1e-6)
     used = fitted["recipe"]
     if variant == "original":  # Adam lr 1e-4, one epoch over S_f + round(0.3 * 363) = 109 retain samples

@@ -12,7 +12,7 @@ from corrective_unlearning import correct
 from corrective_unlearning.cli import main
 from corrective_unlearning.fix import load_model, read_flagged
 from corrective_unlearning.fix.auto import _choose
-from corrective_unlearning.methods import METHODS, Method
+from corrective_unlearning.methods import METHODS, Method, Unlearned
 from corrective_unlearning.models import create_model
 from corrective_unlearning.training import Recipe
 from user_models import TinyNet
@@ -269,7 +269,7 @@ def probe(monkeypatch):
 
     def run(task, hp):
         seen.update(forget=task.forget_idx.clone(), recipe=task.recipe, retain=task.retain_idx.clone())
-        return task.copy_original()
+        return Unlearned(task.copy_original())
 
     monkeypatch.setitem(METHODS._entries, "probe", Method("probe", run, {}, {}, "records its task"))
     return seen

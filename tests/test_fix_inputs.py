@@ -357,13 +357,13 @@ def test_too_few_unflagged_samples_for_a_validation_split_say_so():
 
 
 def test_a_set_of_flagged_indices_is_taken_sorted(monkeypatch):
-    from corrective_unlearning.methods import METHODS, Method
+    from corrective_unlearning.methods import METHODS, Method, Unlearned
 
     seen = {}
 
     def probe(task, hp):
         seen["forget"] = task.forget_idx.tolist()
-        return task.copy_original()
+        return Unlearned(task.copy_original())
 
     monkeypatch.setitem(METHODS._entries, "probe", Method("probe", probe, {}, {}, "records its task"))
     images, labels = _blobs(60)

@@ -43,7 +43,7 @@ def task(poisoned, runtime):
 @pytest.mark.parametrize("name", ["eu", "cf"])
 def test_frozen_blocks_keep_weights_and_batch_norm_statistics_bit_identical(task, name):
     # small_cnn: [block1, block2, conv3, conv4, fc], one layer each: k = 2 trains conv4 and fc.
-    model = METHODS.get(name)(task, {"last_k": 2, "steps": 6})
+    model = METHODS.get(name)(task, {"last_k": 2, "steps": 6}).model
     old, new = task.original.state_dict(), model.state_dict()
     frozen = [k for k in old if k.split(".")[0] in ("0", "1", "2")]
     trainable = [k for k in old if k.split(".")[0] in ("3", "6")]

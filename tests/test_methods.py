@@ -41,7 +41,7 @@ def test_task_carries_no_test_data_and_no_manipulation_identity(task):
 @pytest.mark.parametrize("name", ["eu", "cf", "ssd", "badt", "scrub"])
 def test_methods_never_modify_the_original(task, name):
     before = state(task.original)
-    unlearned = METHODS.get(name)(task, {})
+    unlearned = METHODS.get(name)(task, {}).model
     assert unlearned is not task.original
     assert same(before, state(task.original))
 
@@ -50,12 +50,12 @@ def test_eu_does_not_depend_on_the_original_weights(synthetic, runtime):
     task_a, _ = _task(synthetic, runtime, original_seed=0)
     task_b, _ = _task(synthetic, runtime, original_seed=5)
     assert not same(state(task_a.original), state(task_b.original))
-    eu_a, eu_b = METHODS.get("eu")(task_a, {}), METHODS.get("eu")(task_b, {})
+    eu_a, eu_b = METHODS.get("eu")(task_a, {}).model, METHODS.get("eu")(task_b, {}).model
     assert same(state(eu_a), state(eu_b))
 
 
 def test_eu_last_k_keeps_the_early_blocks(task):
-    model = METHODS.get("eu")(task, {"last_k": 2, "steps": 5})
+    model = METHODS.get("eu")(task, {"last_k": 2, "steps": 5}).model
     original_blocks, new_blocks = blocks(task.original), blocks(model)
     for old, new in zip(original_blocks[:-2], new_blocks[:-2]):
         assert all(torch.equal(p, q) for p, q in zip(old.parameters(), new.parameters()))
@@ -63,19 +63,19 @@ def test_eu_last_k_keeps_the_early_blocks(task):
 
 
 def test_cf_starts_from_the_original(task):
-    tiny_step = METHODS.get("cf")(task, {"steps": 1, "lr": 1e-6})
+    tiny_step = METHODS.get("cf")(task, {"steps": 1, "lr": 1e-6}).model
     for p, q in zip(task.original.parameters(), tiny_step.parameters()):
         assert torch.allclose(p, q, atol=1e-4)
 
 
 def test_ssd_with_huge_alpha_changes_nothing(task):
-    model = METHODS.get("ssd")(task, {"alpha": 1e30, "lambda": 1.0})
+    model = METHODS.get("ssd")(task, {"alpha": 1e30, "lambda": 1.0}).model
     assert same(state(task.original), state(model))
 
 
 def test_ssd_dampens_exactly_the_selected_weights(task):
     hp = METHODS.get("ssd").resolve({"alpha": 1.0, "lambda": 0.5})
-    model = METHODS.get("ssd")(task, hp)
+    model = METHODS.get("ssd")(task, hp).model
     forget_imp, data_imp = importances(task, hp)
     changed = 0
     for old, new, i_f, i_d in zip(task.original.parameters(), model.parameters(), forget_imp, data_imp):
@@ -88,14 +88,14 @@ def test_ssd_dampens_exactly_the_selected_weights(task):
 
 
 def test_ssd_relative_alpha_is_absolute_alpha_in_units_of_the_importance_ratio(task):
-    relative = METHODS.get("ssd")(task, {"alpha": 2.0, "lambda_ratio": 0.5, "alpha_scale": "relative"})
-    notes = dict(task.notes)
+    result = METHODS.get("ssd")(task, {"alpha": 2.0, "lambda_ratio": 0.5, "alpha_scale": "relative"})
+    relative, notes = result.model, result.notes
     forget_imp, data_imp = importances(task, METHODS.get("ssd").resolve({}))
     ratio = importance_ratio(forget_imp, data_imp)
     assert notes["importance_ratio"] == pytest.approx(ratio) and 0 < ratio != 1
     absolute = METHODS.get("ssd")(task, {"alpha": 2.0 * ratio, "lambda": 1.0 * ratio})
-    assert same(state(relative), state(absolute))
-    assert notes["dampened_weights"] == task.notes["dampened_weights"] > 0
+    assert same(state(relative), state(absolute.model))
+    assert notes["dampened_weights"] == absolute.notes["dampened_weights"] > 0
 
 
 def test_ssd_relative_alpha_rejects_a_zero_importance_ratio(task, monkeypatch):
@@ -107,19 +107,16 @@ def test_ssd_relative_alpha_rejects_a_zero_importance_ratio(task, monkeypatch):
 
 
 def test_ssd_notes_say_when_alpha_dampens_nothing(task):
-    METHODS.get("ssd")(task, {"alpha": 1e30})
-    assert task.notes["dampened_weights"] == 0
+    assert METHODS.get("ssd")(task, {"alpha": 1e30}).notes["dampened_weights"] == 0
 
 
 def test_ssd_importances_are_shared_across_the_grid_and_their_cost_is_recorded(task):
     task.cache.clear()
-    task.start_run()
-    METHODS.get("ssd")(task, {"alpha": 1.0})
-    (paid,) = task.shared_paid.items()
-    assert paid[0].startswith("ssd-importances") and paid[1] > 0 and task.shared_reused == []
-    task.start_run()
-    METHODS.get("ssd")(task, {"alpha": 10.0})
-    assert task.shared_paid == {} and task.shared_reused == [paid[0]]
+    first = METHODS.get("ssd")(task, {"alpha": 1.0}).shared
+    (paid,) = first.paid.items()
+    assert paid[0].startswith("ssd-importances") and paid[1] > 0 and first.reused == []
+    second = METHODS.get("ssd")(task, {"alpha": 10.0}).shared
+    assert second.paid == {} and second.reused == [paid[0]]
     assert len([k for k in task.cache if k[0] == "ssd-importances"]) == 1
 
 
@@ -142,12 +139,12 @@ def test_bad_teacher_pushes_forget_outputs_toward_the_bad_teacher(task):
             return float(kl_to_teacher(model(x), bad(x)))
 
     for variant in ("original", "bench"):
-        student = METHODS.get("badt")(task, {"variant": variant, "steps": 30, "lr": 0.01 if variant == "bench" else None})
+        student = METHODS.get("badt")(task, {"variant": variant, "steps": 30, "lr": 0.01 if variant == "bench" else None}).model
         assert divergence(student) < divergence(task.original), variant
 
 
 def test_scrub_moves_away_from_the_teacher_on_the_deletion_set(task):
-    student = METHODS.get("scrub")(task, {"variant": "original", "lr": 0.01})
+    student = METHODS.get("scrub")(task, {"variant": "original", "lr": 0.01}).model
     with torch.no_grad():
         def gap(indices):
             x = task.inputs(indices)
@@ -162,7 +159,7 @@ def test_scrub_bench_starts_with_gradient_ascent_on_the_deletion_set(task):
             return float(torch.nn.functional.cross_entropy(logits, task.labels[task.forget_idx]))
 
     # One step: the first pass of the bench loop is the ascent over S_f (it fits in one batch here).
-    ascended = METHODS.get("scrub")(task, {"variant": "bench", "steps": 1, "max_steps": 1, "lr": 0.05})
+    ascended = METHODS.get("scrub")(task, {"variant": "bench", "steps": 1, "max_steps": 1, "lr": 0.05}).model
     assert forget_loss(ascended) > forget_loss(task.original)
 
 
@@ -171,12 +168,12 @@ def test_scrub_grid_replays_the_teachers_logits_exactly(synthetic, runtime, vari
     """The second alpha of a grid replays the first one's teacher logits and gets the model it would have
     computed alone; a loop of another shape records its own."""
     hp = {"variant": variant, "steps": 12, "epochs": 2}
-    alone = METHODS.get("scrub")(_task(synthetic, runtime)[0], {**hp, "alpha": 0.5})
+    alone = METHODS.get("scrub")(_task(synthetic, runtime)[0], {**hp, "alpha": 0.5}).model
     shared, _ = _task(synthetic, runtime)
     METHODS.get("scrub")(shared, {**hp, "alpha": 5.0, "gamma": 0.5, "lr": 0.01})
     (recorded,) = [v for k, v in shared.cache.items() if k[0] == "scrub-teacher-logits"]
     calls = len(recorded)
-    replayed = METHODS.get("scrub")(shared, {**hp, "alpha": 0.5})
+    replayed = METHODS.get("scrub")(shared, {**hp, "alpha": 0.5}).model
     assert len(recorded) == calls > 0
     assert same(state(alone), state(replayed))
     METHODS.get("scrub")(shared, {**hp, "steps": 6, "epochs": 1})

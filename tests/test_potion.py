@@ -54,9 +54,7 @@ def test_percentile_and_alpha_match_numpy_on_the_ratio_by_hand(task):
     assert np.array_equal(potion.ratios(forget_imp, data_imp), by_hand)
     frac = len(task.forget_idx) / (len(task.forget_idx) + len(task.retain_idx))
     assert potion.percentile_for(frac) == pytest.approx(100 - math.log(1 + 100 * frac))
-    task.start_run()
-    METHODS.get("potion")(task, {})
-    first = task.notes["tries"][0]
+    first = METHODS.get("potion")(task, {}).notes["tries"][0]
     assert first["frac"] == pytest.approx(frac)
     assert first["alpha"] == pytest.approx(float(np.percentile(by_hand, 100 - math.log(1 + 100 * frac))))
     task.cache.clear()
@@ -74,9 +72,8 @@ def test_each_retry_restarts_from_the_original(task, monkeypatch):
         return 1.0 if len(calls) <= 2 else 0.0
 
     monkeypatch.setattr(potion, "forget_accuracy", fake)
-    task.start_run()
-    model = METHODS.get("potion")(task, {})
-    notes = task.notes
+    result = METHODS.get("potion")(task, {})
+    model, notes = result.model, result.notes
     assert notes["tries_used"] == 3 and notes["stopped"] is True and len(notes["tries"]) == 3
     frac = len(task.forget_idx) / len(task.train_idx)
     assert [t["frac"] for t in notes["tries"]] == pytest.approx([frac, frac * 1.1, frac * 1.1 ** 2])
@@ -102,19 +99,16 @@ def test_stops_at_the_first_try_that_meets_the_target(task, monkeypatch):
         return 1.0 if model is task_.original else next(sequence)
 
     monkeypatch.setattr(potion, "forget_accuracy", fake)
-    task.start_run()
-    METHODS.get("potion")(task, {})
-    assert task.notes["tries_used"] == 3 and task.notes["stopped"] is True
-    assert [t["forget_accuracy"] for t in task.notes["tries"]] == [0.9, 0.5, 0.2]
+    notes = METHODS.get("potion")(task, {}).notes
+    assert notes["tries_used"] == 3 and notes["stopped"] is True
+    assert [t["forget_accuracy"] for t in notes["tries"]] == [0.9, 0.5, 0.2]
     assert next(sequence) == 0.0  # no fourth try was made
     task.cache.clear()
 
 
 def test_real_run_is_bounded_and_consistent(task):
     before = state(task.original)
-    task.start_run()
-    METHODS.get("potion")(task, {"growth": 2.0, "max_tries": 50})
-    notes = task.notes
+    notes = METHODS.get("potion")(task, {"growth": 2.0, "max_tries": 50}).notes
     target = notes["target_forget_accuracy"]
     assert notes["target_forget_accuracy"] == pytest.approx(0.2 * notes["original_forget_accuracy"])
     accs = [t["forget_accuracy"] for t in notes["tries"]]
@@ -129,9 +123,9 @@ def test_real_run_is_bounded_and_consistent(task):
 
 def test_never_more_than_max_tries(task, monkeypatch):
     monkeypatch.setattr(potion, "forget_accuracy", lambda task_, model, batch_size: 1.0)
-    task.start_run()
-    model = METHODS.get("potion")(task, {"max_tries": 3})
-    assert task.notes["tries_used"] == 3 and task.notes["stopped"] is False and model is not task.original
+    result = METHODS.get("potion")(task, {"max_tries": 3})
+    model, notes = result.model, result.notes
+    assert notes["tries_used"] == 3 and notes["stopped"] is False and model is not task.original
     task.cache.clear()
 
 

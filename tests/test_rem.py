@@ -11,8 +11,10 @@ from corrective_unlearning.runner import load_grid_config, run_grid
 from corrective_unlearning.methods import METHODS
 from corrective_unlearning.methods import rem as rem_module
 from corrective_unlearning.models import create_model
+from corrective_unlearning.training import Reference
 from grid_helpers import small_grid, write_grid
 from helpers import deletion_task, same, state
+
 FAST = {"steps": 4, "max_flush_passes": 2}
 
 
@@ -22,13 +24,12 @@ def task(poisoned, runtime):
 
 
 def _run(task, **hp):
-    task.start_run()
     return METHODS.get("rem")(task, {**FAST, **hp})
 
 
 def test_returned_model_has_the_original_shapes_and_loads_into_a_fresh_model(task):
     before = state(task.original)
-    model = _run(task)
+    model = _run(task).model
     fresh = create_model("small_cnn", task.num_classes, 3)
     fresh.load_state_dict(model.state_dict(), strict=True)
     fresh.eval()
@@ -40,8 +41,7 @@ def test_returned_model_has_the_original_shapes_and_loads_into_a_fresh_model(tas
 
 
 def test_notes_carry_rounds_flush_passes_and_scores(task):
-    _run(task, steps=14)  # 12 steps per pass over the 384 training samples: two rounds (12 + 2 steps)
-    notes = task.notes
+    notes = _run(task, steps=14).notes  # 12 steps per pass over the 384 training samples: two rounds (12 + 2 steps)
     assert notes["rounds"] == 2 and notes["steps"] == 14
     assert len(notes["flush_passes"]) == len(notes["scores"]) == 2
     assert all(0 <= p <= 2 for p in notes["flush_passes"])
@@ -52,35 +52,36 @@ def test_notes_carry_rounds_flush_passes_and_scores(task):
 def test_without_improvement_the_initial_model_is_returned_not_the_last_trained_one(task, monkeypatch):
     scores = iter([1.0 - 0.1 * k for k in range(10)])
     monkeypatch.setattr(rem_module, "selection_score", lambda *a: (next(scores), 0.5))
-    model = _run(task, steps=14)
-    assert task.notes["selected_round"] == 0 and task.notes["rounds"] == 2
-    assert same(model.state_dict(), task.original.state_dict())
+    result = _run(task, steps=14)
+    assert result.notes["selected_round"] == 0 and result.notes["rounds"] == 2
+    assert same(result.model.state_dict(), task.original.state_dict())
 
 
 def _flush_setup(task):
     wide = widen(copy.deepcopy(task.original), 1.0, 0.2, seed=task.seed)
     wide.shared_mask_for(task.forget_idx)
     reference = copy.deepcopy(wide).requires_grad_(False).eval()
-    optimizer = torch.optim.SGD(wide.parameters(), lr=0.005, momentum=0.9, weight_decay=5e-4)
+    recipe = task.recipe.replace(schedule="constant", lr=0.005, momentum=0.9, weight_decay=5e-4)
+    loop = task.loop(wide, recipe, reference=Reference(model=reference, route=reference.masks), compile=False)
     hp = {**METHODS.get("rem").resolve({}), "max_flush_passes": 5}
-    return wide.train(), reference, optimizer, hp, torch.Generator().manual_seed(0)
+    return wide.train(), reference, loop, hp
 
 
 def test_flush_stops_at_the_first_pass_reaching_the_threshold(task, monkeypatch):
     script = iter([0.9, 0.5, 0.3, 0.2, 0.1, 0.0])  # before pass 1, after passes 1, 2, 3 (0.2 <= 0.2: stop)
     monkeypatch.setattr(rem_module, "forget_accuracy", lambda *a: next(script))
-    wide, reference, optimizer, hp, generator = _flush_setup(task)
-    assert rem_module.flush(task, wide, reference, optimizer, hp, 1, generator) == 3
+    wide, _, loop, hp = _flush_setup(task)
+    assert rem_module.flush(task, wide, loop, hp, 1) == 3
     assert next(script) == 0.1  # the accuracy was not read again after the stopping pass
 
 
 def test_flush_never_exceeds_max_flush_passes_and_keeps_batch_norm_statistics(task, monkeypatch):
     calls = []
     monkeypatch.setattr(rem_module, "forget_accuracy", lambda *a: calls.append(1) or 1.0)
-    wide, reference, optimizer, hp, generator = _flush_setup(task)
+    wide, _, loop, hp = _flush_setup(task)
     buffers = {k: v.clone() for k, v in wide.named_buffers()}
     params = {k: v.clone() for k, v in wide.named_parameters()}
-    assert rem_module.flush(task, wide, reference, optimizer, hp, 1, generator) == 5
+    assert rem_module.flush(task, wide, loop, hp, 1) == 5
     assert wide.training  # mode restored
     assert all(torch.equal(v, buffers[k]) for k, v in wide.named_buffers())  # running stats untouched
     assert any(not torch.equal(v, params[k]) for k, v in wide.named_parameters())  # but it did train
@@ -88,9 +89,9 @@ def test_flush_never_exceeds_max_flush_passes_and_keeps_batch_norm_statistics(ta
 
 def test_flush_already_below_threshold_runs_no_pass(task, monkeypatch):
     monkeypatch.setattr(rem_module, "forget_accuracy", lambda *a: 0.1)
-    wide, reference, optimizer, hp, generator = _flush_setup(task)
+    wide, _, loop, hp = _flush_setup(task)
     params = {k: v.clone() for k, v in wide.named_parameters()}
-    assert rem_module.flush(task, wide, reference, optimizer, hp, 1, generator) == 0
+    assert rem_module.flush(task, wide, loop, hp, 1) == 0
     assert all(torch.equal(v, params[k]) for k, v in wide.named_parameters())
 
 

@@ -85,16 +85,15 @@ def test_rem_switches_the_trained_spare_channels_on_instead_of_adding_new_ones(t
     original, info = trained
     task = make_task(setting, original, deletion_set(setting, 0.5), RECIPE, runtime, info)
     hp = METHODS.get("rem").resolve({"steps": 4, "max_flush_passes": 2, "p_on": 0.3, "spare_fraction": 0.25})
-    wide = rem_module.spare_capacity(task, hp)
+    wide, origin = rem_module.spare_capacity(task, hp)
     trained_wide = trained_spare(original)
     assert wide is not trained_wide and wide.state is not trained_wide.state
     assert wide.state.p_on == 0.3 and wide.state.seed == task.seed
     assert all(torch.equal(a, b) for a, b in zip(wide.state_dict().values(), trained_wide.state_dict().values()))
-    assert "trained" in task.notes["spare_capacity"]
+    assert "trained" in origin
 
     before = {k: v.clone() for k, v in trained_wide.state_dict().items()}
-    task.start_run()
-    model = METHODS.get("rem")(task, {"steps": 4, "max_flush_passes": 2})
+    model = METHODS.get("rem")(task, {"steps": 4, "max_flush_passes": 2}).model
     fresh = create_model("small_cnn", setting.dataset.num_classes, 3)
     fresh.load_state_dict(model.state_dict(), strict=True)  # deployable in the original shapes
     after = trained_spare(original).state_dict()

@@ -13,7 +13,7 @@ from corrective_unlearning import correct
 from corrective_unlearning.config import ConfigError
 from corrective_unlearning.experiment import train_original
 from corrective_unlearning.runner import deletion_set, expand_cells, load_grid_config, make_task, run_grid
-from corrective_unlearning.methods import METHODS, Method, rum
+from corrective_unlearning.methods import METHODS, Method, Unlearned, rum
 from corrective_unlearning.models import create_model
 from corrective_unlearning.proxies import entanglement_score
 from grid_helpers import small_grid, write_grid
@@ -29,8 +29,8 @@ def task(poisoned_setting, runtime):
 
 
 def _fresh(task, **changes):
-    """The module's task with an empty shared cache and notes (and ``changes``)."""
-    return dataclasses.replace(task, cache={}, notes={}, shared_paid={}, shared_reused=[], **changes)
+    """The module's task with an empty shared cache (and ``changes``)."""
+    return dataclasses.replace(task, cache={}, **changes)
 
 
 def _scores(task, seed=1):
@@ -50,9 +50,8 @@ def spy(monkeypatch):
         model = step_task.copy_original()
         with torch.no_grad():
             next(model.parameters()).add_(1.0)
-        step_task.notes["call"] = len(calls)
         calls[-1]["output"] = model
-        return model
+        return Unlearned(model, {"call": len(calls)})
 
     monkeypatch.setitem(METHODS._entries, "spy", Method("spy", run, {"tag": 0}, {}, "records its task"))
     return calls
@@ -104,9 +103,7 @@ def test_shuffle_gives_equal_random_subsets_independent_of_the_scores(task):
     first, scores = _scores(task, seed=1)
     second, _ = _scores(task, seed=2)
     hp = {"order": "shuffle", "steps": ["none"] * 3}
-    for t in (first, second):
-        METHODS.get("rum")(t, hp)
-    a, b = first.notes["steps"], second.notes["steps"]
+    a, b = (METHODS.get("rum")(t, hp).notes["steps"] for t in (first, second))
     sets = [first.cache[("rum-shuffle", 3, task.seed)], second.cache[("rum-shuffle", 3, task.seed)]]
     assert [s.tolist() for s in sets[0]] == [s.tolist() for s in sets[1]]  # the scores play no part
     assert [s["size"] for s in a] == [s["size"] for s in b] == [13, 14, 13]
@@ -121,8 +118,8 @@ def test_shuffle_gives_equal_random_subsets_independent_of_the_scores(task):
 
 def test_shuffle_needs_no_memorization_but_the_memorization_order_says_how_to_provide_it(task):
     bare = _fresh(task, memorization=None)
-    METHODS.get("rum")(bare, {"order": "shuffle", "steps": ["none"] * 3})
-    assert [s["proxy"] for s in bare.notes["steps"]] == [None] * 3
+    notes = METHODS.get("rum")(bare, {"order": "shuffle", "steps": ["none"] * 3}).notes
+    assert [s["proxy"] for s in notes["steps"]] == [None] * 3
     with pytest.raises(ValueError, match=r"proxy 'curvature'.*Task\(memorization=\.\.\.\)"):
         METHODS.get("rum")(_fresh(task, memorization=None), {"proxy": "curvature"})
 
@@ -130,7 +127,8 @@ def test_shuffle_needs_no_memorization_but_the_memorization_order_says_how_to_pr
 # ------------------------------------------------------------------------------------------------ the sequence
 def test_steps_run_low_to_high_from_the_previous_model_with_the_processed_subsets_out_of_retain(task, spy):
     scored, scores = _scores(task)
-    model = METHODS.get("rum")(scored, {"steps": ["spy"] * 3, "step_hparams": [{"tag": 1}, {"tag": 2}, {}]})
+    result = METHODS.get("rum")(scored, {"steps": ["spy"] * 3, "step_hparams": [{"tag": 1}, {"tag": 2}, {}]})
+    model = result.model
     subsets = rum.refine(task.forget_idx, scores[task.forget_idx], 3)
     train = set(task.train_idx.tolist())
     assert len(spy) == 3
@@ -142,12 +140,11 @@ def test_steps_run_low_to_high_from_the_previous_model_with_the_processed_subset
         assert set(call["retain"].tolist()) == train - processed  # later subsets stay in the retain set
         assert call["hp"] == {"tag": [1, 2, 0][i]}
         assert call["task"].cache is not scored.cache and call["task"].cache == {}
-        assert call["task"].notes is not scored.notes
     # the output of step i is the start of step i + 1, unchanged, and the last output is returned
     assert spy[1]["original"] is spy[0]["output"] and spy[2]["original"] is spy[1]["output"]
     assert same(spy[1]["state"], state(spy[0]["output"])) and same(spy[2]["state"], state(spy[1]["output"]))
     assert model is spy[2]["output"]
-    steps = scored.notes["steps"]
+    steps = result.notes["steps"]
     assert [s["subset"] for s in steps] == ["low", "medium", "high"]
     assert steps[0]["proxy"]["max"] <= steps[1]["proxy"]["min"] and steps[1]["proxy"]["max"] <= steps[2]["proxy"]["min"]
     assert [s["notes"] for s in steps] == [{"call": 1}, {"call": 2}, {"call": 3}]
@@ -156,19 +153,19 @@ def test_steps_run_low_to_high_from_the_previous_model_with_the_processed_subset
 def test_none_steps_leave_the_model_bit_identical(task, spy):
     before = state(task.original)
     scored, _ = _scores(task)
-    model = METHODS.get("rum")(scored, {"steps": ["none", "spy", "none"]})
+    model = METHODS.get("rum")(scored, {"steps": ["none", "spy", "none"]}).model
     assert len(spy) == 1 and spy[0]["original"] is task.original and same(spy[0]["state"], before)
     assert model is spy[0]["output"]  # the last step left step 2's output as it was
-    nothing = METHODS.get("rum")(_scores(task)[0], {"steps": ["none"] * 3})
+    nothing = METHODS.get("rum")(_scores(task)[0], {"steps": ["none"] * 3}).model
     assert nothing is not task.original and same(state(nothing), before)
     assert same(state(task.original), before)
 
 
 def test_rum_f_runs_one_method_on_every_subset(task, spy):
     scored, _ = _scores(task)
-    METHODS.get("rum")(scored, {"method": "spy", "step_hparams": {"tag": 7}})
+    notes = METHODS.get("rum")(scored, {"method": "spy", "step_hparams": {"tag": 7}}).notes
     assert len(spy) == 3 and all(c["hp"] == {"tag": 7} for c in spy)
-    assert [s["method"] for s in scored.notes["steps"]] == ["spy"] * 3
+    assert [s["method"] for s in notes["steps"]] == ["spy"] * 3
     assert sum(len(c["forget"]) for c in spy) == len(task.forget_idx)
 
 
@@ -176,9 +173,9 @@ def test_notes_carry_sizes_proxy_ranges_es_and_seconds_and_the_original_is_untou
     before = state(task.original)
     fresh = _fresh(task)
     monkeypatch.setattr(rum, "ES_RETAIN_SAMPLES", 50)  # the retain side of the ES is subsampled (seeded)
-    model = METHODS.get("rum")(fresh, {"step_hparams": [{}, {"steps": 2}, {"steps": 2}]})
+    result = METHODS.get("rum")(fresh, {"step_hparams": [{}, {"steps": 2}, {"steps": 2}]})
+    model, notes = result.model, result.notes
     assert same(state(task.original), before) and model is not task.original
-    notes = fresh.notes
     assert notes["proxy"] == "confidence" and notes["order"] == "memorization"
     assert notes["subset_sizes"] == [13, 14, 13] and "5000" not in notes["es_note"]
     steps = notes["steps"]
@@ -194,10 +191,9 @@ def test_notes_carry_sizes_proxy_ranges_es_and_seconds_and_the_original_is_untou
     assert "kept_fraction" in steps[2]["notes"]  # SalUn's own notes
     assert steps[2]["shared_paid"]  # SalUn's saliency, paid inside its step (a fresh cache per step)
     # the proxy scores and the refinement are shared work of the deletion set: paid once, then reused
-    assert {"rum-proxy/confidence/{}", "rum-refine/confidence/{}/3"} <= set(fresh.shared_paid)
-    fresh.start_run()
-    METHODS.get("rum")(fresh, {"steps": ["none"] * 3})
-    assert set(fresh.shared_reused) == {"rum-proxy/confidence/{}", "rum-refine/confidence/{}/3"}
+    assert {"rum-proxy/confidence/{}", "rum-refine/confidence/{}/3"} <= set(result.shared.paid)
+    again = METHODS.get("rum")(fresh, {"steps": ["none"] * 3})
+    assert set(again.shared.reused) == {"rum-proxy/confidence/{}", "rum-refine/confidence/{}/3"}
     # the first step's ES: the low subset against a seeded subsample of its retain set, in the original
     low = rum.refine(task.forget_idx, task.memorization_scores("confidence")[task.forget_idx], 3)[0]
     retain = task.train_idx[~torch.isin(task.train_idx, low)]

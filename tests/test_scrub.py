@@ -41,13 +41,10 @@ def test_an_empty_deletion_set_is_refused_before_any_loop(poisoned, runtime):
 
 
 def test_teacher_logits_are_paid_once_and_reused(task):
-    task.start_run()
-    METHODS.get("scrub")(task, {"variant": "bench", "steps": 6, "alpha": 0.1})
-    (key, seconds), = task.shared_paid.items()
-    assert key.startswith("scrub-teacher-logits") and seconds > 0 and task.shared_reused == []
-    task.start_run()
-    METHODS.get("scrub")(task, {"variant": "bench", "steps": 6, "alpha": 1.0})
-    assert task.shared_paid == {} and task.shared_reused == [key]
-    task.start_run()
-    METHODS.get("scrub")(task, {"variant": "bench", "steps": 7, "alpha": 1.0})  # another plan: its own teacher
-    assert list(task.shared_paid) != [key] and task.shared_reused == []
+    first = METHODS.get("scrub")(task, {"variant": "bench", "steps": 6, "alpha": 0.1}).shared
+    (key, seconds), = first.paid.items()
+    assert key.startswith("scrub-teacher-logits") and seconds > 0 and first.reused == []
+    second = METHODS.get("scrub")(task, {"variant": "bench", "steps": 6, "alpha": 1.0}).shared
+    assert second.paid == {} and second.reused == [key]
+    other = METHODS.get("scrub")(task, {"variant": "bench", "steps": 7, "alpha": 1.0}).shared  # another plan: its own teacher
+    assert list(other.paid) != [key] and other.reused == []

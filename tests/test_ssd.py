@@ -120,13 +120,13 @@ def test_ssd_notes_count_exactly_the_weights_that_differ_from_the_original(task)
     from corrective_unlearning.methods.ssd import importances
 
     task.cache.clear()
-    task.start_run()
     hp = {"alpha": 0.1, "lambda": 1.0}  # the setting: lambda above alpha
-    model = METHODS.get("ssd")(task, hp)
+    result = METHODS.get("ssd")(task, hp)
+    model = result.model
     differ = sum(int((a != b).sum()) for a, b in zip(model.parameters(), task.original.parameters()))
     forget_imp, data_imp = importances(task, METHODS.get("ssd").resolve(hp))
     selected = sum(int((f > 0.1 * d).sum()) for f, d in zip(forget_imp, data_imp))
-    assert task.notes["dampened_weights"] == differ
+    assert result.notes["dampened_weights"] == differ
     assert 0 < differ < selected  # the old count (selected) was larger than what changed
 
 
@@ -162,9 +162,8 @@ def test_equivalent_settings_give_bit_identical_models_on_real_importances(task,
     for (a, r), key in keys.items():
         if key is None:
             continue
-        task.start_run()
-        models[(a, r)] = METHODS.get("ssd")(task, {"alpha": a, "lambda_ratio": r, "alpha_scale": scale})
-        notes[(a, r)] = dict(task.notes)
+        result = METHODS.get("ssd")(task, {"alpha": a, "lambda_ratio": r, "alpha_scale": scale})
+        models[(a, r)], notes[(a, r)] = result.model, result.notes
     groups = {}
     for setting in models:
         groups.setdefault(keys[setting], []).append(setting)

@@ -10,7 +10,7 @@ from torch import nn
 
 from corrective_unlearning.models import MODELS, blocks, create_model, fold_batchnorm
 from corrective_unlearning.runtime import Runtime
-from corrective_unlearning.training import DivergenceError, ImageBank, Recipe, default_recipe, train
+from corrective_unlearning.training import DivergenceError, ImageBank, Loop, Recipe, Reference, default_recipe, train
 from corrective_unlearning.training.bank import random_crop
 from corrective_unlearning.training.trainer import step_order
 from helpers import same, state
@@ -75,7 +75,7 @@ def test_the_optimizer_follows_the_schedule_step_by_step(synthetic, runtime):
     model = _Scalar()
     seen = []
 
-    def loss_fn(m, x, y, idx):
+    def loss_fn(m, batch):
         seen.append(float(model.p.detach()))
         return model.p * 1.0
 
@@ -175,9 +175,9 @@ def test_training_learns(synthetic, runtime, bank):
 def test_nan_loss_raises_divergence_error_naming_step_and_lr(synthetic, runtime, bank):
     calls = []
 
-    def nan_at_step_7(model, x, y, idx):
+    def nan_at_step_7(model, batch):
         calls.append(None)
-        loss = F.cross_entropy(model(x), y)
+        loss = F.cross_entropy(model(batch.x), batch.labels)
         return loss * float("nan") if len(calls) == 8 else loss
 
     recipe = Recipe(steps=20, batch_size=32)
@@ -322,4 +322,91 @@ def test_observe_sees_every_steps_logits_and_after_step_runs_after_each_update(s
     assert seen == [((32, synthetic.num_classes), False, True)] * 4 and steps == [0, 1, 2, 3]
     with pytest.raises(ValueError, match="observe sees the logits of the default cross-entropy"):
         train(model, bank, synthetic.train_labels, torch.arange(300), recipe, seed=0, runtime=runtime,
-              observe=lambda *a: None, loss_fn=lambda m, x, y, i: m(x).sum())
+              observe=lambda *a: None, loss_fn=lambda m, batch: m(batch.x).sum())
+
+
+# ------------------------------------------------------------------------------------------------ the Loop
+def _loop_bank(synthetic, runtime):
+    return ImageBank(synthetic.train_images, synthetic.mean, synthetic.std, runtime.device)
+
+
+def test_runs_of_one_loop_share_the_optimiser_state(synthetic, runtime):
+    """Loss = p (gradient 1), SGD momentum 0.9, lr 0.5: the buffer is v_t = 0.9 v_{t-1} + 1 and p moves by
+    -0.5 v_t, across a boundary between runs as within one."""
+    recipe = Recipe(steps=4, batch_size=8, lr=0.5, momentum=0.9, weight_decay=0.0, schedule="constant",
+                    crop_padding=0, flip=False)
+    model = _Scalar()
+    loop = Loop(model, _loop_bank(synthetic, runtime), synthetic.train_labels, recipe, runtime, augment_seed=0)
+    seen, steps = [], []
+
+    def loss(m, batch):
+        seen.append(float(model.p.detach()))
+        steps.append(batch.step)
+        return model.p * 1.0
+
+    batches = torch.arange(32).view(4, 8)
+    loop.run(batches[:2], loss)
+    loop.run(batches[2:], loss)
+    seen.append(float(model.p.detach()))
+    moves = [a - b for a, b in zip(seen, seen[1:])]
+    assert moves == pytest.approx([0.5 * 1.0, 0.5 * 1.9, 0.5 * 2.71, 0.5 * 3.439])
+    assert steps == [0, 1, 2, 3]  # Batch.step counts over the loop's runs
+
+
+def test_a_reference_model_is_run_on_the_batch_without_grad_through_its_route(synthetic, runtime):
+    recipe = Recipe(steps=2, batch_size=8, crop_padding=1, flip=True)
+    reference = create_model("small_cnn", synthetic.num_classes, 3).eval()
+    routed = []
+
+    def route(indices):
+        routed.append(indices.tolist())
+        return torch.no_grad()  # any context manager
+
+    model = create_model("small_cnn", synthetic.num_classes, 3)
+    loop = Loop(model, _loop_bank(synthetic, runtime), synthetic.train_labels, recipe, runtime, augment_seed=3,
+                reference=Reference(model=reference, route=route))
+    checked = []
+
+    def loss(forward, batch):
+        with torch.no_grad():
+            expected = reference(batch.x)  # the same (augmented) inputs the student sees
+        checked.append(torch.equal(batch.reference, expected) and not batch.reference.requires_grad)
+        return F.cross_entropy(forward(batch.x), batch.labels)
+
+    batches = torch.tensor([[0, 5, 9, 11, 20, 21, 30, 31], [1, 2, 3, 4, 6, 7, 8, 10]])
+    loop.run(batches, loss)
+    assert checked == [True, True] and routed == batches.tolist()
+
+
+def test_precomputed_reference_logits_are_read_by_loop_step(synthetic, runtime):
+    recipe = Recipe(steps=3, batch_size=4, crop_padding=0, flip=False)
+    logits = [torch.full((4, 2), float(k)) for k in range(3)]
+    model = _Scalar()
+    loop = Loop(model, _loop_bank(synthetic, runtime), synthetic.train_labels, recipe, runtime, augment_seed=0,
+                reference=Reference(logits=logits))
+    seen = []
+
+    def loss(forward, batch):
+        seen.append(float(batch.reference[0, 0]))
+        return model.p * 1.0
+
+    batches = torch.arange(12).view(3, 4)
+    loop.run(batches[:1], loss)
+    loop.run(batches[1:], loss)
+    assert seen == [0.0, 1.0, 2.0]
+
+
+def test_a_reference_is_a_model_or_logits_not_both():
+    with pytest.raises(ValueError, match="exactly one"):
+        Reference()
+    with pytest.raises(ValueError, match="exactly one"):
+        Reference(model=nn.Identity(), logits=[torch.zeros(1)])
+
+
+def test_a_run_names_itself_when_its_loss_diverges(synthetic, runtime):
+    recipe = Recipe(steps=3, batch_size=4, lr=0.1, schedule="constant", crop_padding=0, flip=False)
+    model = _Scalar()
+    loop = Loop(model, _loop_bank(synthetic, runtime), synthetic.train_labels, recipe, runtime, augment_seed=0)
+    with pytest.raises(DivergenceError, match=r"flush diverged: loss is nan at step 1 of 3 \(learning rate 0\.1,"):
+        loop.run(torch.arange(12).view(3, 4), lambda m, b: model.p * (float("nan") if b.step == 1 else 1.0),
+                 desc="flush")

@@ -31,7 +31,7 @@ def task(poisoned, runtime):
 
 def _unaugmented(task):
     """The same task without crops, so that a test can render exactly the trainer's inputs."""
-    return dataclasses.replace(task, recipe=task.recipe.replace(crop_padding=0, flip=False), cache={}, notes={})
+    return dataclasses.replace(task, recipe=task.recipe.replace(crop_padding=0, flip=False), cache={})
 
 
 def _forget_accuracy(task, model):
@@ -44,8 +44,7 @@ def _forget_accuracy(task, model):
 @pytest.mark.parametrize("name", NAMES)
 def test_unlearners_never_modify_the_original(task, name):
     before, labels = state(task.original), task.labels.clone()
-    task.start_run()
-    unlearned = METHODS.get(name)(task, {"steps": 4})
+    unlearned = METHODS.get(name)(task, {"steps": 4}).model
     assert unlearned is not task.original
     assert same(before, state(task.original))
     assert torch.equal(labels, task.labels)
@@ -56,7 +55,7 @@ def test_neggrad_first_step_is_one_sgd_step_of_ascent_on_the_forget_loss(task):
     plain = _unaugmented(task)
     assert len(plain.forget_idx) <= plain.recipe.batch_size  # one batch is the whole of S_f
     lr, decay = 0.05, plain.recipe.weight_decay
-    model = METHODS.get("neggrad")(plain, {"steps": 1, "lr": lr})
+    model = METHODS.get("neggrad")(plain, {"steps": 1, "lr": lr}).model
 
     # By hand: the batch-mean CE over S_f in train mode, its gradient, and SGD's first step (momentum buffer =
     # the first update): theta - lr * (-grad + decay * theta).
@@ -79,13 +78,13 @@ def test_neggrad_divergence_raises(task):
 
 def test_neggrad_plus_with_beta_one_is_fine_tuning_on_the_retain_set(task):
     lr, steps = 0.01, 6
-    unlearned = METHODS.get("neggrad+")(task, {"beta": 1.0, "lr": lr, "steps": steps})
+    unlearned = METHODS.get("neggrad+")(task, {"beta": 1.0, "lr": lr, "steps": steps}).model
     fine_tuned = task.copy_original()
     task.fit(fine_tuned, task.retain_idx, task.recipe.replace(schedule="constant", lr=lr, steps=steps))
     assert same(state(unlearned), state(fine_tuned))  # bit-identical, batch-norm statistics included
 
     # and a beta below 1 does ascend on S_f: the forget loss ends above fine-tuning's
-    pushed = METHODS.get("neggrad+")(task, {"beta": 0.5, "lr": lr, "steps": steps})
+    pushed = METHODS.get("neggrad+")(task, {"beta": 0.5, "lr": lr, "steps": steps}).model
     forget = task.forget_idx.to(task.device)
 
     def forget_loss(model):
@@ -114,9 +113,9 @@ def test_random_label_never_assigns_the_given_label(task, monkeypatch):
     fit, seen = task.fit, []
 
     def spy(model, indices, recipe=None, *, loss_fn=cross_entropy, **kwargs):
-        def recording(forward, x, y, batch):
-            seen.append((batch.cpu(), y.cpu()))
-            return loss_fn(forward, x, y, batch)
+        def recording(forward, batch):
+            seen.append((batch.indices.cpu(), batch.labels.cpu()))
+            return loss_fn(forward, batch)
 
         return fit(model, indices, recipe, loss_fn=recording, **kwargs)
 
@@ -166,9 +165,9 @@ def test_salun_masked_weights_are_bit_identical_and_the_mask_keeps_the_largest_g
         return fit(model, indices, recipe, after_step=check_then_hold, **kwargs)
 
     monkeypatch.setattr(task, "fit", spy)
-    task.start_run()
-    model = METHODS.get("salun")(task, {"steps": 10, "lr": 0.1})
-    assert task.notes["kept_fraction"] == pytest.approx(0.5, abs=1e-4)
+    result = METHODS.get("salun")(task, {"steps": 10, "lr": 0.1})
+    model = result.model
+    assert result.notes["kept_fraction"] == pytest.approx(0.5, abs=1e-4)
     assert moved_low == [0] * 10
 
     after = moved(model)
@@ -183,11 +182,11 @@ def test_l1_sparse_coefficient_decays_linearly_to_zero(task, monkeypatch):
     fit, coefficients = task.fit, []
 
     def spy(model, indices, recipe=None, *, loss_fn=cross_entropy, **kwargs):
-        def recording(forward, x, y, batch):
-            loss = loss_fn(forward, x, y, batch)
+        def recording(forward, batch):
+            loss = loss_fn(forward, batch)
             with torch.no_grad():
                 l1 = sum(float(p.abs().double().sum()) for p in model.parameters())
-                coefficients.append((float(loss) - float(F.cross_entropy(forward(x), y))) / l1)
+                coefficients.append((float(loss) - float(F.cross_entropy(forward(batch.x), batch.labels))) / l1)
             return loss
 
         return fit(model, indices, recipe, loss_fn=recording, **kwargs)
@@ -220,25 +219,23 @@ def test_npo_loss_matches_a_hand_computed_value():
 
 def test_npo_stops_at_the_first_epoch_with_forget_accuracy_at_most_stop_acc(task):
     assert _forget_accuracy(task, task.original) > 0.2
-    task.start_run()
-    model = METHODS.get("npo")(task, {})
-    notes = dict(task.notes)
+    result = METHODS.get("npo")(task, {})
+    model, notes = result.model, result.notes
     assert notes["stopped"] and notes["epochs"] >= 1
     assert notes["forget_acc"] == pytest.approx(_forget_accuracy(task, model)) and notes["forget_acc"] <= 0.2
 
     if notes["epochs"] > 1:  # one epoch fewer was not enough: it did not stop early
-        task.start_run()
         fewer = METHODS.get("npo")(task, {"max_epochs": notes["epochs"] - 1})
-        assert task.notes["epochs"] == notes["epochs"] - 1 and not task.notes["stopped"]
-        assert _forget_accuracy(task, fewer) > 0.2
+        assert fewer.notes["epochs"] == notes["epochs"] - 1 and not fewer.notes["stopped"]
+        assert _forget_accuracy(task, fewer.model) > 0.2
 
-    task.start_run()  # a rate too small to get there: the loop still ends, at max_epochs
-    METHODS.get("npo")(task, {"lr": 1e-7, "max_epochs": 3})
-    assert task.notes["epochs"] == 3 and not task.notes["stopped"] and task.notes["forget_acc"] > 0.2
+    # a rate too small to get there: the loop still ends, at max_epochs
+    slow = METHODS.get("npo")(task, {"lr": 1e-7, "max_epochs": 3}).notes
+    assert slow["epochs"] == 3 and not slow["stopped"] and slow["forget_acc"] > 0.2
 
-    task.start_run()  # stop_acc is configurable; an original already at or below it is returned unchanged
+    # stop_acc is configurable; an original already at or below it is returned unchanged
     unchanged = METHODS.get("npo")(task, {"stop_acc": 1.0})
-    assert task.notes["epochs"] == 0 and same(state(task.original), state(unchanged))
+    assert unchanged.notes["epochs"] == 0 and same(state(task.original), state(unchanged.model))
 
 
 def test_the_six_unlearners_run_their_paper_grids(tmp_path):

@@ -121,10 +121,8 @@ def train_retrained(task: Task, original_key: str, use_cache: bool = True) -> tu
             model = runtime.prepare(model)
             info = {"cache": "hit", "train_seconds": meta["train_seconds"]}
         else:
-            task.start_run()
             with Stopwatch(runtime) as training:
-                model = METHODS.get(RETRAIN_METHOD)(task, RETRAIN_HPARAMS)
-            task.start_run()  # the methods' cells start from clean notes
+                model = METHODS.get(RETRAIN_METHOD)(task, RETRAIN_HPARAMS).model
             info = {"cache": "miss", "train_seconds": training.seconds}
             if use_cache:
                 cache.save(key, model, {"spec": spec, "train_seconds": training.seconds})

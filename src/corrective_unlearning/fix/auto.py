@@ -65,10 +65,9 @@ def run_auto(task: Task, scores: Callable[[nn.Module], dict], original_scores: d
         if name in skipped:
             skipped[name]["settings"] += 1
             continue
-        task.start_run()
         try:
             with Stopwatch(task.runtime) as clock:
-                model = METHODS.get(name)(task, hparams)
+                result = METHODS.get(name)(task, hparams)
         except UNSUPPORTED as error:
             skipped[name] = {"method": name, "settings": 1, "reason": str(error).splitlines()[0]}
             continue
@@ -77,11 +76,11 @@ def run_auto(task: Task, scores: Callable[[nn.Module], dict], original_scores: d
             models.append(None)
             continue
         rows.append({"method": name, "hparams": METHODS.get(name).resolve(hparams), "status": "ok",
-                     "seconds": clock.seconds, "shared_seconds": sum(task.shared_paid.values()),
-                     "shared_reused": [str(key) for key in task.shared_reused],
-                     "metrics": scores(model), "setting_index": index,
-                     "method_notes": copy.deepcopy(dict(task.notes))})
-        models.append(model.cpu())
+                     "seconds": clock.seconds, "shared_seconds": sum(result.shared.paid.values()),
+                     "shared_reused": [str(key) for key in result.shared.reused],
+                     "metrics": scores(result.model), "setting_index": index,
+                     "method_notes": copy.deepcopy(dict(result.notes))})
+        models.append(result.model.cpu())
     if not rows:
         raise ValueError("method auto: no candidate can run on this model ("
                          + "; ".join(f"{s['method']}: {s['reason']}" for s in skipped.values())

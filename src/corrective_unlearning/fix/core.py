@@ -153,8 +153,9 @@ def correct(
                                                               progress)
             chosen_method, chosen_hparams, notes = chosen["method"], chosen["hparams"], chosen["method_notes"]
         else:
-            corrected = METHODS.get(method)(task, hparams)
-            chosen_method, chosen_hparams, notes = method, METHODS.get(method).resolve(hparams), dict(task.notes)
+            result = METHODS.get(method)(task, hparams)
+            corrected, notes = result.model, dict(result.notes)
+            chosen_method, chosen_hparams = method, METHODS.get(method).resolve(hparams)
     benchmark = None
     if data.setting is not None:
         benchmark = {"before": evaluate(original, data.setting, runtime, flagged),

@@ -1,27 +1,25 @@
-"""Unlearning methods. Each is one file here: a function ``(task, hparams) -> new model`` registered with
-:func:`method`, declaring its hyperparameter defaults and the paper's search space.
+"""Unlearning methods. Each is one file here: a function ``(task, hparams) -> Unlearned`` (the new model and its
+notes) registered with :func:`method`, declaring its hyperparameter defaults and the paper's search space.
 
     @method("eu", defaults={"last_k": "all"}, grid={"last_k": ["all", 2, 4]})
-    def exact_unlearning(task: Task, hp: dict) -> nn.Module: ...
+    def exact_unlearning(task: Task, hp: dict) -> Unlearned: ...
 """
 from __future__ import annotations
 
 import itertools
 import json
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from torch import nn
-
 from ..registry import Registry
-from .task import Task
+from .task import SharedWork, Task, Unlearned
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
-    run: Callable[[Task, dict], nn.Module]
+    run: Callable[[Task, dict], Unlearned]
     defaults: dict
     grid: dict  # the paper's search space: name -> list of values
     summary: str
@@ -53,15 +51,19 @@ class Method:
             check_type(value, kind, f"{where}: hyperparameter {name!r}")
         return {**self.defaults, **hparams}
 
-    def __call__(self, task: Task, hparams: dict | None = None) -> nn.Module:
-        return self.run(task, self.resolve(hparams))
+    def __call__(self, task: Task, hparams: dict | None = None) -> Unlearned:
+        """Run the method on ``task``; the result carries the shared work this run paid for or reused."""
+        hp = self.resolve(hparams)
+        with task.accounting() as work:
+            result = self.run(task, hp)
+        return replace(result, shared=work)
 
 
 METHODS: Registry[Method] = Registry("method")
 
 
 def method(name: str, defaults: dict, grid: dict | None = None, types: dict | None = None):
-    def decorator(fn: Callable[[Task, dict], nn.Module]) -> Callable[[Task, dict], nn.Module]:
+    def decorator(fn: Callable[[Task, dict], Unlearned]) -> Callable[[Task, dict], Unlearned]:
         summary = " ".join((fn.__doc__ or "").strip().split("\n\n")[0].split())
         METHODS.register(name)(Method(name, fn, dict(defaults), dict(grid or {}), summary, dict(types or {})))
         return fn
@@ -83,4 +85,4 @@ def hparams_key(hparams: dict[str, Any]) -> str:
 from . import (bad_teacher, catastrophic_forgetting, exact_unlearning, l1_sparse, neggrad, neggrad_plus,  # noqa: E402,F401
                npo, potion, random_label, rem, rum, salun, scrub, ssd)
 
-__all__ = ["METHODS", "Method", "Task", "expand_grid", "hparams_key", "method"]
+__all__ = ["METHODS", "Method", "SharedWork", "Task", "Unlearned", "expand_grid", "hparams_key", "method"]

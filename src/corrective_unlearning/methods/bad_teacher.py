@@ -6,10 +6,10 @@ import math
 import torch
 from torch import nn
 
-from ..training.trainer import LossFn
+from ..training import Batch, LossFn
 from . import method
 from .common import frozen_teacher, kl_to_teacher
-from .task import Task
+from .task import Task, Unlearned
 
 
 def bad_teacher_loss(is_forget: torch.Tensor, good: nn.Module, bad: nn.Module, temperature: float = 1.0) -> LossFn:
@@ -18,17 +18,17 @@ def bad_teacher_loss(is_forget: torch.Tensor, good: nn.Module, bad: nn.Module, t
     larger: under the SGD bench recipe, another learning rate). The teacher is ``bad`` on rows whose training
     index is flagged in ``is_forget`` (S_f), ``good`` (M_o) elsewhere."""
 
-    def loss(model: nn.Module, x: torch.Tensor, _y: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    def loss(model: nn.Module, batch: Batch) -> torch.Tensor:
         with torch.no_grad():
-            target = torch.where(is_forget[indices][:, None], bad(x), good(x))
-        return kl_to_teacher(model(x), target, temperature, reduction="mean")
+            target = torch.where(is_forget[batch.indices][:, None], bad(batch.x), good(batch.x))
+        return kl_to_teacher(model(batch.x), target, temperature, reduction="mean")
 
     return loss
 
 
 @method("badt", defaults={"variant": "original", "lr": None, "steps": None, "retain_fraction": 0.3,
                           "batch_size": 256, "temperature": 1.0}, grid={"variant": ["bench"]})
-def bad_teacher(task: Task, hp: dict) -> nn.Module:
+def bad_teacher(task: Task, hp: dict) -> Unlearned:
     """Bad teacher: distil into a copy of M_o, towards a random teacher on S_f and towards M_o elsewhere
     (variant original: Adam lr 1e-4, one epoch over S_f + 30% of the retain set; bench: recipe A's SGD,
     a quarter of its steps, on all training data)."""
@@ -52,4 +52,4 @@ def bad_teacher(task: Task, hp: dict) -> nn.Module:
     else:
         raise ValueError(f"badt variant must be 'original' or 'bench', got {hp['variant']!r}")
     task.fit(student, indices, recipe, loss_fn=loss, desc="BadT")
-    return student
+    return Unlearned(student)

@@ -3,16 +3,14 @@ from __future__ import annotations
 
 from typing import Union
 
-from torch import nn
-
 from ..models import split_last_k
 from . import method
-from .task import Task
+from .task import Task, Unlearned
 
 
 @method("cf", defaults={"last_k": "all", "steps": None, "lr": None}, grid={"last_k": ["all", 2, 4]},
         types={"last_k": Union[int, str]})
-def catastrophic_forgetting(task: Task, hp: dict) -> nn.Module:
+def catastrophic_forgetting(task: Task, hp: dict) -> Unlearned:
     """Catastrophic forgetting: fine-tune the original on the retain set for a quarter of recipe A's steps
     (1000 of 4000; 1500 of 6000), lr 0.025; last_k = k fine-tunes only the last k layers, the rest frozen and
     in eval mode (the paper: k in {2, 4, all})."""
@@ -20,4 +18,4 @@ def catastrophic_forgetting(task: Task, hp: dict) -> nn.Module:
     frozen, _ = split_last_k(model, hp["last_k"])
     recipe = task.recipe.replace(steps=hp["steps"] or max(1, task.recipe.steps // 4), lr=hp["lr"] or task.recipe.lr)
     task.fit(model, task.retain_idx, recipe, frozen=frozen, desc="CF")
-    return model
+    return Unlearned(model)

@@ -3,17 +3,15 @@ from __future__ import annotations
 
 from typing import Union
 
-from torch import nn
-
 from ..models import split_last_k
 from . import method
 from .common import reinitialise
-from .task import Task
+from .task import Task, Unlearned
 
 
 @method("eu", defaults={"last_k": "all", "steps": None}, grid={"last_k": ["all", 2, 4]},
         types={"last_k": Union[int, str]})
-def exact_unlearning(task: Task, hp: dict) -> nn.Module:
+def exact_unlearning(task: Task, hp: dict) -> Unlearned:
     """Exact unlearning: retrain from scratch on the retain set with recipe A. last_k = k: re-initialise and
     train only the last k layers for a quarter of the steps, the rest kept from M_o, frozen and in eval mode
     (the paper: k in {2, 4} for ResNet-9 with 1000 steps, {5, 13} for WRN-28x10 with 1500)."""
@@ -27,4 +25,4 @@ def exact_unlearning(task: Task, hp: dict) -> nn.Module:
         reinitialise(trainable, task.seed)
     steps = hp["steps"] or (task.recipe.steps if k == "all" else max(1, task.recipe.steps // 4))
     task.fit(model, task.retain_idx, task.recipe.replace(steps=steps), frozen=frozen, desc="EU")
-    return model
+    return Unlearned(model)

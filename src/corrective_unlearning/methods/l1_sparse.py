@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..training import Batch
 from . import method
 from .neggrad import unlearning_recipe
-from .task import Task
+from .task import Task, Unlearned
 
 
 def l1_coefficient(alpha: float, step: int, steps: int) -> float:
@@ -24,7 +25,7 @@ def l1_coefficient(alpha: float, step: int, steps: int) -> float:
 
 @method("l1-sparse", defaults={"alpha": 5e-4, "epochs": 10, "lr": 0.01, "steps": None},
         grid={"alpha": [1e-4, 5e-4, 1e-3]})
-def l1_sparse(task: Task, hp: dict) -> nn.Module:
+def l1_sparse(task: Task, hp: dict) -> Unlearned:
     """L1-sparse: fine-tune on the retain set minimising CE + alpha_t * ||theta||_1, alpha_t decaying linearly
     to 0 over the steps (10 epochs, lr 0.01, alpha 5e-4).
 
@@ -32,14 +33,10 @@ def l1_sparse(task: Task, hp: dict) -> nn.Module:
     model = task.copy_original()
     params = list(model.parameters())
     recipe = unlearning_recipe(task, task.retain_idx, hp)
-    clock = {"step": 0}
 
-    def loss(forward: nn.Module, x: torch.Tensor, y: torch.Tensor, _indices: torch.Tensor) -> torch.Tensor:
+    def loss(forward: nn.Module, batch: Batch) -> torch.Tensor:
         l1 = torch.stack([p.abs().sum() for p in params]).sum()
-        return F.cross_entropy(forward(x), y) + l1_coefficient(hp["alpha"], clock["step"], recipe.steps) * l1
+        return F.cross_entropy(forward(batch.x), batch.labels) + l1_coefficient(hp["alpha"], batch.step, recipe.steps) * l1
 
-    def tick(step: int) -> None:
-        clock["step"] = step + 1
-
-    task.fit(model, task.retain_idx, recipe, loss_fn=loss, after_step=tick, desc="L1-sparse")
-    return model
+    task.fit(model, task.retain_idx, recipe, loss_fn=loss, desc="L1-sparse")
+    return Unlearned(model)

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..training import Batch
 from . import method
-from .task import Task
+from .task import Task, Unlearned
 
 
 def unlearning_recipe(task: Task, indices: torch.Tensor, hp: dict, **changes):
@@ -24,16 +25,16 @@ def unlearning_recipe(task: Task, indices: torch.Tensor, hp: dict, **changes):
     return task.recipe.replace(schedule="constant", lr=hp["lr"], steps=steps, **changes)
 
 
-def ascent(model: nn.Module, x: torch.Tensor, y: torch.Tensor, _indices: torch.Tensor) -> torch.Tensor:
-    return -F.cross_entropy(model(x), y)
+def ascent(model: nn.Module, batch: Batch) -> torch.Tensor:
+    return -F.cross_entropy(model(batch.x), batch.labels)
 
 
 @method("neggrad", defaults={"epochs": 5, "lr": 1e-4, "steps": None}, grid={"lr": [1e-4, 5e-4, 1e-3]})
-def neggrad(task: Task, hp: dict) -> nn.Module:
+def neggrad(task: Task, hp: dict) -> Unlearned:
     """NegGrad: gradient ascent on CE over S_f with its given labels (5 epochs, lr 1e-4; grid lr 1e-4, 5e-4,
     1e-3).
 
     The loss is unbounded below: a NaN or infinite loss raises the trainer's DivergenceError."""
     model = task.copy_original()
     task.fit(model, task.forget_idx, unlearning_recipe(task, task.forget_idx, hp), loss_fn=ascent, desc="NegGrad")
-    return model
+    return Unlearned(model)

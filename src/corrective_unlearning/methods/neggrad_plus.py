@@ -11,14 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..training import Batch
 from . import method
 from .neggrad import unlearning_recipe
-from .task import Task
+from .task import Task, Unlearned
 
 
 @method("neggrad+", defaults={"beta": 0.99, "epochs": 5, "lr": 0.01, "steps": None},
         grid={"beta": [0.97, 0.99], "lr": [0.01, 0.001]})
-def neggrad_plus(task: Task, hp: dict) -> nn.Module:
+def neggrad_plus(task: Task, hp: dict) -> Unlearned:
     """NegGrad+: minimise beta * CE(retain batch) - (1 - beta) * CE(forget batch) (beta 0.99, 5 epochs over the
     retain set, lr 0.01).
 
@@ -33,13 +34,13 @@ def neggrad_plus(task: Task, hp: dict) -> nn.Module:
     forget_batches = task.stream(task.forget_idx, recipe.steps, recipe.batch_size, task.seed + 1)
     generator = torch.Generator(device=task.device).manual_seed(task.seed + 2)
 
-    def loss(forward: nn.Module, x: torch.Tensor, y: torch.Tensor, _indices: torch.Tensor) -> torch.Tensor:
-        total = beta * F.cross_entropy(forward(x), y)
+    def loss(forward: nn.Module, batch: Batch) -> torch.Tensor:
+        total = beta * F.cross_entropy(forward(batch.x), batch.labels)
         if beta < 1.0:
-            batch = next(forget_batches)
-            forget_x = task.inputs(batch, augment=True, generator=generator)
-            total = total - (1.0 - beta) * F.cross_entropy(model(forget_x), task.labels[batch])
+            forget = next(forget_batches)
+            forget_x = task.inputs(forget, augment=True, generator=generator)
+            total = total - (1.0 - beta) * F.cross_entropy(model(forget_x), task.labels[forget])
         return total
 
     task.fit(model, task.retain_idx, recipe, loss_fn=loss, desc="NegGrad+")
-    return model
+    return Unlearned(model)

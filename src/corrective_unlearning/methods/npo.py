@@ -10,15 +10,16 @@ for Adam on language models, and GA's 1e-4 would need far more passes to reach t
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..training import DivergenceError
+from ..training import Batch, LossFn, Reference
 from . import method
-from .task import Task
+from .task import Task, Unlearned
 
 
 def npo_loss(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor, beta: float) -> torch.Tensor:
@@ -31,6 +32,13 @@ def npo_loss(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tenso
     return -(2.0 / beta) * F.logsigmoid(-beta * (logp - ref_logp)).mean()
 
 
+def npo_objective(beta: float) -> LossFn:
+    """The NPO loss of the batch's given labels against the loop's reference (its logits on the same inputs)."""
+    def loss(forward: nn.Module, batch: Batch) -> torch.Tensor:
+        return npo_loss(forward(batch.x), batch.reference, batch.labels, beta)
+    return loss
+
+
 def forget_accuracy(task: Task, model: nn.Module) -> float:
     """Fraction of S_f predicted as its given label (see :meth:`Task.accuracy`)."""
     return task.accuracy(model, task.forget_idx)
@@ -38,14 +46,14 @@ def forget_accuracy(task: Task, model: nn.Module) -> float:
 
 @method("npo", defaults={"beta": 1.0, "lr": 0.005, "stop_acc": 0.2, "max_epochs": 100, "steps": None},
         grid={"lr": [0.001, 0.005, 0.025]})
-def npo(task: Task, hp: dict) -> nn.Module:
+def npo(task: Task, hp: dict) -> Unlearned:
     """NPO: gradient descent on the NPO loss over S_f with M_o as the reference, epoch by epoch until the
     accuracy on S_f (given labels) is <= stop_acc (beta 1, stop_acc 0.2, at most 100 epochs, lr 0.005).
 
     The accuracy is measured before the first epoch too (an original already at or below stop_acc is returned
     unchanged) and after every epoch. The reference sees each batch exactly as the student does, batch norm in
     training mode (batch statistics), so at the first step log p_theta - log p_ref is 0 (a model with dropout
-    would draw different dropout masks for the two). task.notes records the
+    would draw different dropout masks for the two). Its notes record the
     epochs run, the steps, the final forget accuracy and whether stop_acc was reached."""
     beta, stop_acc, max_epochs = hp["beta"], hp["stop_acc"], hp["max_epochs"]
     if not beta > 0:
@@ -60,33 +68,18 @@ def npo(task: Task, hp: dict) -> nn.Module:
     epoch_steps = math.ceil(len(task.forget_idx) / batch_size)
     budget = hp["steps"] or max_epochs * epoch_steps  # the loop below takes >= 1 step per pass: it ends
     recipe = task.recipe.replace(schedule="constant", lr=hp["lr"], steps=budget)
-    optimizer = recipe.make_optimizer(model.parameters())
-    forward = task.runtime.compiled(model)
+    loop = task.loop(model, recipe, reference=Reference(model=reference))
     batches = task.stream(task.forget_idx, budget, batch_size, task.seed)
-    generator = torch.Generator(device=task.device).manual_seed(task.seed + 1)
 
     accuracy = forget_accuracy(task, model)
     model.train()
     epochs = steps = 0
     while accuracy > stop_acc and steps < budget:
-        losses = []
-        for _ in range(min(epoch_steps, budget - steps)):
-            indices = next(batches)
-            x = task.inputs(indices, augment=True, generator=generator)
-            task.runtime.step_begin()
-            with task.runtime.autocast():
-                with torch.no_grad():
-                    ref_logits = reference(x)
-                loss = npo_loss(forward(x), ref_logits, task.labels[indices], beta)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.detach())
-            steps += 1
+        count = min(epoch_steps, budget - steps)
+        loop.run(list(itertools.islice(batches, count)), npo_objective(beta), desc="NPO")
+        steps += count
         epochs += 1
-        if not bool(torch.isfinite(torch.stack(losses)).all()):  # one sync per epoch
-            raise DivergenceError(f"NPO diverged in epoch {epochs} (lr {hp['lr']}); lower the learning rate")
         accuracy = forget_accuracy(task, model)
     model.eval()
-    task.notes.update(epochs=epochs, steps=steps, forget_acc=accuracy, stopped=accuracy <= stop_acc)
-    return model
+    return Unlearned(model, {"epochs": epochs, "steps": steps, "forget_acc": accuracy,
+                             "stopped": accuracy <= stop_acc})

@@ -11,7 +11,7 @@ Per SPEC 5 and the reference ``XALFSSD`` (``utils.alfssd_tuning``, REFERENCE-NOT
 - dampen ``theta *= min(lambda I_D / I_f, 1)`` where ``I_f > alpha I_D`` (lambda 1), by :func:`ssd.dampen`;
 - if the accuracy on S_f against its given labels (eval mode, no augmentation) is still above
   ``target_ratio`` (0.2) x the original's, restart from M_o with ``frac *= growth`` (1.1), at most ``max_tries``
-  (50) tries. Every try is recorded in ``task.notes["tries"]``.
+  (50) tries. Every try is recorded in the notes' ``tries``.
 
 Where it departs from the reference:
 
@@ -33,7 +33,7 @@ from torch import nn
 
 from . import method
 from .ssd import dampen, gradient_importance, importance_pool
-from .task import Task
+from .task import Task, Unlearned
 
 TINY = torch.finfo(torch.float32).tiny
 
@@ -80,7 +80,7 @@ def importances(task: Task, hp: dict) -> tuple[list[torch.Tensor], list[torch.Te
               "lambda": 1.0},
     grid={},
 )
-def potion(task: Task, hp: dict) -> nn.Module:
+def potion(task: Task, hp: dict) -> Unlearned:
     """Potion: label-free SSD (importance of the logits' L2 norm) whose threshold is a percentile of
     I_f / I_D set by |S_f| / |S_tr|, retried from M_o with a larger fraction until the accuracy on S_f falls to
     ``target_ratio`` x the original's (SPEC 5)."""
@@ -106,6 +106,5 @@ def potion(task: Task, hp: dict) -> nn.Module:
             stopped = True
             break
         frac *= hp["growth"]
-    task.notes.update(tries=tries, stopped=stopped, tries_used=len(tries), original_forget_accuracy=original_acc,
-                      target_forget_accuracy=target)
-    return model
+    return Unlearned(model, {"tries": tries, "stopped": stopped, "tries_used": len(tries),
+                             "original_forget_accuracy": original_acc, "target_forget_accuracy": target})

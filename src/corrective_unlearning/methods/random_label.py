@@ -19,7 +19,7 @@ from torch import nn
 
 from . import method
 from .neggrad import unlearning_recipe
-from .task import Task
+from .task import Task, Unlearned
 
 
 def wrong_labels(labels: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
@@ -59,9 +59,9 @@ def fit_random_labels(task: Task, model: nn.Module, hp: dict, desc: str,
 
 
 @method("random-label", defaults={"epochs": 10, "lr": 0.1, "steps": None}, grid={"lr": [0.1, 0.025, 0.01]})
-def random_label(task: Task, hp: dict) -> nn.Module:
+def random_label(task: Task, hp: dict) -> Unlearned:
     """Random-label: fine-tune on S_f, relabelled each epoch with labels drawn from the other classes, together
     with the retain set (10 epochs, lr 0.1)."""
     model = task.copy_original()
     fit_random_labels(task, model, hp, desc="Random-label")
-    return model
+    return Unlearned(model)

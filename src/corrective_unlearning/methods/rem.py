@@ -44,6 +44,7 @@ Choices of this implementation, beyond the reference:
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 
 import torch
@@ -51,10 +52,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..capacity import WideModel, narrow, trained_spare, widen
-from ..training import DivergenceError
+from ..training import Batch, Loop, LossFn, Reference
 from . import method
 from .npo import npo_loss
-from .task import Task
+from .task import Task, Unlearned
 
 FLOOR = 0.2  # acc(S_f) below this earns no more in P (the reference's floor)
 
@@ -74,8 +75,16 @@ def _ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), labels, reduction="none")
 
 
-def flush(task: Task, wide: WideModel, reference: WideModel, optimizer: torch.optim.Optimizer, hp: dict,
-          round_: int, generator: torch.Generator) -> int:
+def flush_objective(wide: WideModel, beta: float) -> LossFn:
+    """The NPO loss of the student with spare capacity off against the reference through the shared mask."""
+    def loss(forward: nn.Module, batch: Batch) -> torch.Tensor:
+        with wide.spare_off():
+            logits = forward(batch.x)
+        return npo_loss(logits, batch.reference, batch.labels, beta)
+    return loss
+
+
+def flush(task: Task, wide: WideModel, loop: Loop, hp: dict, round_: int) -> int:
     """Passes over S_f minimising the NPO loss (student spare off, reference through the shared mask) while
     acc(S_f) > threshold, at most max_flush_passes; returns the passes run. The whole student runs in eval mode
     (batch norm running statistics neither used from the batch nor updated); its mode is restored."""
@@ -87,71 +96,57 @@ def flush(task: Task, wide: WideModel, reference: WideModel, optimizer: torch.op
     try:
         while forget_accuracy(task, wide) > hp["threshold"] and passes < hp["max_flush_passes"]:
             seed = task.seed + 100_003 * (round_ + 1) + passes
-            losses = []
-            for indices in task.stream(task.forget_idx, pass_steps, batch_size, seed):
-                x = task.inputs(indices, augment=True, generator=generator)
-                task.runtime.step_begin()
-                with task.runtime.autocast():
-                    with torch.no_grad(), reference.masks(indices):
-                        ref_logits = reference(x)
-                    with wide.spare_off():
-                        logits = wide(x)
-                loss = npo_loss(logits, ref_logits, task.labels[indices], hp["beta"])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                losses.append(loss.detach())
+            batches = list(task.stream(task.forget_idx, pass_steps, batch_size, seed))
+            loop.run(batches, flush_objective(wide, hp["beta"]), desc="REM")
             passes += 1
-            if not bool(torch.isfinite(torch.stack(losses)).all()):  # one sync per pass
-                raise DivergenceError(f"REM diverged in flush pass {passes} of round {round_} (lr {hp['lr']}); "
-                                      f"lower the learning rate")
     finally:
         wide.train(was_training)
     return passes
 
 
-def repair_loss(task: Task, wide: WideModel, reference: WideModel, indices: torch.Tensor, x: torch.Tensor,
-                beta: float) -> torch.Tensor:
-    """Batch mean of the per-sample repair-and-redirect loss (module docstring, step 2)."""
-    labels = task.labels[indices]
-    with task.runtime.autocast():
-        with torch.no_grad(), reference.masks(indices):
-            ref_ce = _ce(reference(x), labels)
-        with wide.masks(indices):
-            masked_ce = _ce(wide(x), labels)
-    per_sample = (2.0 / beta) * F.logsigmoid(beta * (masked_ce - ref_ce))
-    identified = torch.isin(indices, task.forget_idx.to(indices.device))
-    if bool(identified.any()):
-        with task.runtime.autocast(), wide.spare_off():
-            off_ce = _ce(wide(x), labels)  # whole batch: batch norm sees the batch, not S_f alone
-        removal = -(2.0 / beta) * F.logsigmoid(beta * (off_ce - ref_ce))
-        per_sample = per_sample + torch.where(identified, removal, torch.zeros_like(removal))
-    return per_sample.mean()
+def repair_objective(task: Task, wide: WideModel, beta: float) -> LossFn:
+    """Batch mean of the per-sample repair-and-redirect loss (module docstring, step 2); the reference's logits
+    are through each example's mask."""
+    forget = task.forget_idx
+
+    def loss(forward: nn.Module, batch: Batch) -> torch.Tensor:
+        ref_ce = _ce(batch.reference, batch.labels)
+        with wide.masks(batch.indices):
+            masked_ce = _ce(forward(batch.x), batch.labels)
+        per_sample = (2.0 / beta) * F.logsigmoid(beta * (masked_ce - ref_ce))
+        identified = torch.isin(batch.indices, forget.to(batch.indices.device))
+        if bool(identified.any()):
+            with wide.spare_off():
+                off_ce = _ce(forward(batch.x), batch.labels)  # whole batch: batch norm sees the batch, not S_f alone
+            removal = -(2.0 / beta) * F.logsigmoid(beta * (off_ce - ref_ce))
+            per_sample = per_sample + torch.where(identified, removal, torch.zeros_like(removal))
+        return per_sample.mean()
+    return loss
 
 
-def spare_capacity(task: Task, hp: dict) -> WideModel:
-    """M_o with spare capacity: the spare channels it was trained with when its recipe was capacity-restricted
-    (``spare_fraction`` is then the trained one), else ``spare_fraction`` new channels added now."""
+def spare_capacity(task: Task, hp: dict) -> tuple[WideModel, str]:
+    """M_o with spare capacity, and where it comes from (for the notes): the spare channels it was trained with
+    when its recipe was capacity-restricted (``spare_fraction`` is then the trained one), else ``spare_fraction``
+    new channels added now."""
     trained = trained_spare(task.original)
     if trained is None:
-        task.notes["spare_capacity"] = "added at unlearning time"
-        return widen(task.copy_original(), hp["spare_fraction"], hp["p_on"], seed=task.seed)
-    task.notes["spare_capacity"] = "trained with the original (capacity-restricted recipe)"
+        return (widen(task.copy_original(), hp["spare_fraction"], hp["p_on"], seed=task.seed),
+                "added at unlearning time")
     wide = copy.deepcopy(trained)
     wide.state.reset(hp["p_on"], task.seed)
-    return wide
+    return wide, "trained with the original (capacity-restricted recipe)"
 
 
 @method("rem", defaults={"lr": 0.005, "passes": 10, "steps": None, "beta": 1.0, "threshold": 0.2,
                          "max_flush_passes": 100, "spare_fraction": 1.0, "p_on": 0.2, "retain_eval": 2000},
         grid={"lr": [0.001, 0.005, 0.025]})
-def rem(task: Task, hp: dict) -> nn.Module:
+def rem(task: Task, hp: dict) -> Unlearned:
     """REM: spare capacity added to M_o; rounds of an NPO flush of S_f with spare capacity off (until acc(S_f) <=
     0.2, at most 100 passes) and a repair pass over the training set redirecting S_f to one shared spare mask;
     the best round by acc(retain) * (1 - max(acc(S_f), 0.2)) (the initial model included), narrowed back to the
     original architecture (SPEC 6).
 
-    task.notes records the rounds, the flush passes and P of every round, the selected round (0 = the initial
+    Its notes record the rounds, the flush passes and P of every round, the selected round (0 = the initial
     model), the repair steps and the final acc(S_f)."""
     beta, passes_, max_flush = hp["beta"], hp["passes"], hp["max_flush_passes"]
     if not beta > 0:
@@ -165,7 +160,7 @@ def rem(task: Task, hp: dict) -> nn.Module:
     if hp["steps"] is not None and hp["steps"] < 1:
         raise ValueError(f"rem steps must be >= 1 or null, got {hp['steps']!r}")
 
-    wide = spare_capacity(task, hp)
+    wide, origin = spare_capacity(task, hp)
     wide.shared_mask_for(task.forget_idx)
     reference = copy.deepcopy(wide).requires_grad_(False).eval()  # same shared mask, same per-example masks
 
@@ -183,35 +178,27 @@ def rem(task: Task, hp: dict) -> nn.Module:
     pass_steps = math.ceil(len(train_idx) / batch_size)
     budget = hp["steps"] or passes_ * pass_steps
     recipe = task.recipe.replace(schedule="constant", lr=hp["lr"], steps=budget)
-    optimizer = recipe.make_optimizer(wide.parameters())
+    # one optimiser and one augmentation stream for flush and repair steps alike; the uncompiled model, as the
+    # losses switch its masks between forward passes
+    loop = task.loop(wide, recipe, reference=Reference(model=reference, route=reference.masks), compile=False)
     batches = task.stream(train_idx, budget, batch_size, task.seed)
-    augment = torch.Generator(device=task.device).manual_seed(task.seed + 1)
+    repair = repair_objective(task, wide, beta)
 
     flush_passes, scores, forget_accs = [], [], []
     steps = rounds = 0
     wide.train()
     while steps < budget:  # every round takes >= 1 repair step: at most ceil(budget / pass_steps) rounds
         rounds += 1
-        flush_passes.append(flush(task, wide, reference, optimizer, hp, rounds, augment))
-        losses = []
-        for _ in range(min(pass_steps, budget - steps)):
-            indices = next(batches)
-            x = task.inputs(indices, augment=True, generator=augment)
-            task.runtime.step_begin()
-            loss = repair_loss(task, wide, reference, indices, x, beta)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.detach())
-            steps += 1
-        if not bool(torch.isfinite(torch.stack(losses)).all()):
-            raise DivergenceError(f"REM diverged in repair round {rounds} (lr {hp['lr']}); lower the learning rate")
+        flush_passes.append(flush(task, wide, loop, hp, rounds))
+        count = min(pass_steps, budget - steps)
+        loop.run(list(itertools.islice(batches, count)), repair, desc="REM")
+        steps += count
         score, forget_acc = selection_score(task, wide, retain)
         scores.append(score)
         forget_accs.append(forget_acc)
         if score > best_score:
             best, best_score, best_forget, selected = narrow(wide).eval(), score, forget_acc, rounds
-    task.notes.update(rounds=rounds, flush_passes=flush_passes, scores=scores, forget_accs=forget_accs,
-                      initial_score=initial_score, selected_round=selected, selected_score=best_score,
-                      steps=steps, forget_acc=best_forget, retain_eval=len(retain))
-    return best.eval()
+    return Unlearned(best.eval(), {
+        "spare_capacity": origin, "rounds": rounds, "flush_passes": flush_passes, "scores": scores,
+        "forget_accs": forget_accs, "initial_score": initial_score, "selected_round": selected,
+        "selected_score": best_score, "steps": steps, "forget_acc": best_forget, "retain_eval": len(retain)})

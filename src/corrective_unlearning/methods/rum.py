@@ -29,11 +29,11 @@ scores are skewed, which the rank rule cannot.) ``shuffle`` cuts a seeded permut
 
 Step i runs its method on a task derived from this one: ``original`` = the current model (the previous step's
 output; never modified), ``forget_idx`` = subset i, ``retain_idx`` = the training indices (S_f and the retain set)
-minus subsets 0..i (RUM's ``D \\ (S_1 u ... u S_i)``: subsets not yet processed stay in the retain set), a fresh
-shared-work cache and its own notes. The proxy scores and the refinement go through this task's ``shared`` cache,
-so a grid computes them once per deletion set.
+minus subsets 0..i (RUM's ``D \\ (S_1 u ... u S_i)``: subsets not yet processed stay in the retain set) and a fresh
+shared-work cache (another deletion set's work is not this one's). The proxy scores and the refinement go through
+this task's ``shared`` cache, so a grid computes them once per deletion set.
 
-``task.notes["steps"]`` holds, per step: the subset's label and size, the retain set's size, the method and its
+The notes' ``steps`` hold, per step: the subset's label and size, the retain set's size, the method and its
 resolved hyperparameters, the proxy's min / max / mean over the subset, the entanglement score (ES) between the
 subset and the step's retain set in the step's starting model, the synchronised seconds of the method and of the
 ES, and the method's own notes. The ES uses every sample of the subset and a seeded subsample of at most
@@ -50,7 +50,7 @@ from torch import nn
 
 from ..runtime import Stopwatch
 from . import METHODS, Method
-from .task import Task
+from .task import Task, Unlearned
 
 NONE = "none"  # a step that leaves the model unchanged
 ES_RETAIN_SAMPLES = 5000  # retain samples (at most) the per-step entanglement score is computed on
@@ -199,7 +199,7 @@ def step_entanglement(task: Task, model: nn.Module, subset: torch.Tensor, retain
     return entanglement_score(task.embeddings(model, sample), task.embeddings(model, subset)), len(sample)
 
 
-def rum(task: Task, hp: dict) -> nn.Module:
+def rum(task: Task, hp: dict) -> Unlearned:
     """RUM: refine S_f into k subsets by a memorization proxy, then unlearn them in sequence from low to high
     memorization, one method per subset, each step from the previous step's model (default: confidence proxy,
     3 subsets, none -> CF -> SalUn); ``method`` = RUM^F, ``order: shuffle`` = random equal subsets."""
@@ -247,16 +247,16 @@ def rum(task: Task, hp: dict) -> nn.Module:
             record.update(seconds=0.0, notes={})
         else:
             step_task = dataclasses.replace(task, original=current, forget_idx=subset.to(device),
-                                            retain_idx=retain.to(device), cache={}, notes={}, shared_paid={},
-                                            shared_reused=[])
+                                            retain_idx=retain.to(device), cache={})
             with Stopwatch(task.runtime) as clock:
-                current = METHODS.get(name)(step_task, step_hp)
-            record.update(seconds=clock.seconds, notes=dict(step_task.notes))
-            if step_task.shared_paid:
-                record["shared_paid"] = dict(step_task.shared_paid)
+                step = METHODS.get(name)(step_task, step_hp)
+            current = step.model
+            record.update(seconds=clock.seconds, notes=dict(step.notes))
+            if step.shared.paid:
+                record["shared_paid"] = dict(step.shared.paid)
         records.append(record)
-    task.notes.update(notes, steps=records)
-    return task.copy_original() if current is task.original else current
+    notes["steps"] = records
+    return Unlearned(task.copy_original() if current is task.original else current, notes)
 
 
 METHODS.register("rum")(MetaMethod("rum", rum, dict(DEFAULTS), dict(GRID),

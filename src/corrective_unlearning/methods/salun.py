@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from . import method
 from .random_label import fit_random_labels
-from .task import Task
+from .task import Task, Unlearned
 
 
 def forget_saliency(task: Task) -> list[torch.Tensor]:
@@ -58,7 +57,7 @@ def saliency_mask(saliency: list[torch.Tensor], threshold: float) -> list[torch.
 
 @method("salun", defaults={"threshold": 0.5, "epochs": 10, "lr": 0.1, "steps": None},
         grid={"lr": [0.1, 0.025, 0.013]})
-def salun(task: Task, hp: dict) -> nn.Module:
+def salun(task: Task, hp: dict) -> Unlearned:
     """SalUn: Random-label training of only the top `threshold` fraction of weights by forget-loss gradient
     magnitude; the others stay bit-identical to M_o (threshold 0.5, 10 epochs, lr 0.1).
 
@@ -84,5 +83,4 @@ def salun(task: Task, hp: dict) -> nn.Module:
         for handle in handles:
             handle.remove()
     kept = sum(int(m.sum()) for m in masks)
-    task.notes.update(kept_weights=kept, kept_fraction=kept / sum(m.numel() for m in masks))
-    return model
+    return Unlearned(model, {"kept_weights": kept, "kept_fraction": kept / sum(m.numel() for m in masks)})

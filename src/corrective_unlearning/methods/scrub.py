@@ -1,28 +1,24 @@
 """SCRUB: alternate max-steps on S_f and min-steps on the retain set (SPEC section 5)."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..training import DivergenceError
+from ..training import Batch, LossFn, Reference
 from . import method
 from .common import frozen_teacher, kl_to_teacher
-from .task import Task
-
-
-def _check(loss: torch.Tensor, where: str) -> None:
-    if not torch.isfinite(loss):
-        raise DivergenceError(f"SCRUB diverged: loss {float(loss)} in {where}; lower the learning rate")
+from .task import Task, Unlearned
 
 
 @method("scrub", defaults={"variant": "original", "lr": None, "alpha": 0.001, "gamma": 0.99, "temperature": 4.0,
                            "epochs": 3, "msteps": 2, "forget_batch": 64, "retain_batch": 128, "steps": None,
                            "max_steps": 100},
         grid={"variant": ["bench"], "alpha": [0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10]})
-def scrub(task: Task, hp: dict) -> nn.Module:
+def scrub(task: Task, hp: dict) -> Unlearned:
     """SCRUB (variant original: SGD lr 5e-4, max-steps on S_f in the first msteps of `epochs` epochs,
     min-steps gamma*CE + alpha*KL on the retain set, T 4; bench: 1000 steps at lr 0.0025, alternating a pass
     over S_f by gradient ascent on CE + alpha*KL, while fewer than max_steps steps are done, with a pass over
@@ -46,32 +42,35 @@ def scrub(task: Task, hp: dict) -> nn.Module:
     teacher_logits = task.shared(("scrub-teacher-logits", *shape), lambda: _teacher_logits(task, plan))
 
     student = task.copy_original()
-    forward = task.runtime.compiled(student)
-    optimizer = recipe.make_optimizer(student.parameters())
-    schedule = (torch.optim.lr_scheduler.LambdaLR(optimizer, recipe.replace(steps=len(plan)).lr_factor)
-                if variant == "bench" else None)
-    generator = torch.Generator(device=task.device).manual_seed(task.seed)
+    # one schedule over the whole plan for bench; SCRUB's own loop keeps its rate constant
+    recipe = recipe.replace(steps=len(plan)) if variant == "bench" else recipe.replace(schedule="constant")
+    loop = task.loop(student, recipe, augment_seed=task.seed, reference=Reference(logits=teacher_logits))
+    objectives = {True: max_objective(variant, alpha, t), False: min_objective(alpha, gamma, t)}
     student.train()
-    for call, (ascend, indices) in enumerate(plan):
-        x = task.inputs(indices, augment=True, generator=generator)
-        task.runtime.step_begin()
-        with task.runtime.autocast():
-            logits = forward(x)
-        labels = task.labels[indices]
-        divergence = kl_to_teacher(logits, teacher_logits[call], t)
-        if ascend:  # push the student away from the teacher (bench: and from the given labels) on S_f
-            loss = -(divergence if variant == "original" else F.cross_entropy(logits.float(), labels) + alpha * divergence)
-        else:  # stay close to the teacher and the given labels on the retain set
-            loss = gamma * F.cross_entropy(logits.float(), labels) + alpha * divergence
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if schedule is not None:
-            schedule.step()
-        if call + 1 == len(plan) or plan[call + 1][0] != ascend:  # one check per phase: each syncs the device
-            _check(loss, f"step {call + 1} of {len(plan)} ({'ascent on S_f' if ascend else 'descent on the retain set'})")
+    for ascend, phase in itertools.groupby(plan, key=lambda entry: entry[0]):  # the max and min phases, in turn
+        loop.run([indices for _, indices in phase], objectives[ascend], desc="SCRUB")
     student.eval()
-    return student
+    return Unlearned(student)
+
+
+def max_objective(variant: str, alpha: float, temperature: float) -> LossFn:
+    """The max-step loss on S_f: push the student away from the teacher (bench: and from the given labels)."""
+    def loss(forward: nn.Module, batch: Batch) -> torch.Tensor:
+        logits = forward(batch.x)
+        divergence = kl_to_teacher(logits, batch.reference, temperature)
+        if variant == "original":
+            return -divergence
+        return -(F.cross_entropy(logits.float(), batch.labels) + alpha * divergence)
+    return loss
+
+
+def min_objective(alpha: float, gamma: float, temperature: float) -> LossFn:
+    """The min-step loss on the retain set: stay close to the teacher and to the given labels."""
+    def loss(forward: nn.Module, batch: Batch) -> torch.Tensor:
+        logits = forward(batch.x)
+        divergence = kl_to_teacher(logits, batch.reference, temperature)
+        return gamma * F.cross_entropy(logits.float(), batch.labels) + alpha * divergence
+    return loss
 
 
 Plan = list[tuple[bool, torch.Tensor]]  # (ascent on S_f?, batch indices) per optimiser step

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import method
-from .task import Task
+from .task import Task, Unlearned
 
 ALPHAS = [0.1, 1, 10, 50, 100, 500, 1e3, 1e4, 1e5, 1e6]
 LAMBDA_RATIOS = [0.1, 0.5, 1, 5, 10]
@@ -147,7 +147,7 @@ def equivalence_key(hp: dict) -> tuple | None:
               "importance_data": "retain", "batch_size": 64, "importance_samples": None},
     grid={"alpha": ALPHAS, "lambda_ratio": LAMBDA_RATIOS},
 )
-def selective_synaptic_dampening(task: Task, hp: dict) -> nn.Module:
+def selective_synaptic_dampening(task: Task, hp: dict) -> Unlearned:
     """Selective synaptic dampening: shrink weights far more important to S_f than to the data (alpha,
     lambda = lambda or alpha x lambda_ratio; importance from the retain set or, as in the original SSD, the
     whole training set; original defaults alpha 10, lambda 1).
@@ -170,5 +170,5 @@ def selective_synaptic_dampening(task: Task, hp: dict) -> nn.Module:
     dampened = dampen(model, forget_imp, data_imp, hp["alpha"] * unit, lam * unit)
     # Zero dampened weights (weights whose value changed) means max(alpha, lambda) is above every weight's
     # I_f / I_D: the ratio says where to look.
-    task.notes.update(dampened_weights=dampened, importance_ratio=ratio if math.isfinite(ratio) else None)
-    return model
+    return Unlearned(model, {"dampened_weights": dampened,
+                             "importance_ratio": ratio if math.isfinite(ratio) else None})

@@ -7,6 +7,7 @@ per-sample trigger flags needed to render the training images are private to :me
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
@@ -16,7 +17,27 @@ from torch import nn
 
 from ..runtime import Runtime, Stopwatch
 from ..training import ImageBank, Recipe, train
-from ..training.trainer import LossFn, TrainLog, cross_entropy, step_order
+from ..training.trainer import Loop, LossFn, Reference, TrainLog, cross_entropy, step_order
+
+
+@dataclass
+class SharedWork:
+    """What one method run did with its task's per-deletion-set cache: the work it computed (key -> synchronised
+    seconds) and the keys it took from the cache, so that one complete run's cost stays known when a grid
+    amortises the work over its cells."""
+
+    paid: dict[str, float] = field(default_factory=dict)
+    reused: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Unlearned:
+    """A method's result: the unlearned model and what the run says about itself (``notes``: JSON-like values,
+    recorded with the cell). ``shared`` is filled in by :class:`Method` for the run it called."""
+
+    model: nn.Module
+    notes: dict[str, Any] = field(default_factory=dict)
+    shared: SharedWork = field(default_factory=SharedWork)
 
 
 @dataclass
@@ -34,14 +55,14 @@ class Task:
     seed: int
     _triggered: torch.Tensor = field(repr=False, default=None)  # rendering detail of the images, not a label
     cache: dict = field(default_factory=dict, repr=False)  # per-deletion-set work shared by a method's grid
-    notes: dict = field(default_factory=dict, repr=False)  # what the last method run says about itself
-    shared_paid: dict = field(default_factory=dict, repr=False)  # shared work the last run computed: key -> seconds
-    shared_reused: list = field(default_factory=list, repr=False)  # shared work the last run took from the cache
     # Optional capability, set by whoever builds the task: (proxy name, proxy params) -> memorization scores over
     # the whole training split (float, higher = more memorized; see corrective_unlearning.proxies) of the model the
     # task was built for (M_o: a task a meta-method derives from this one keeps it). Read it through
     # :meth:`memorization_scores`, which says how to provide it when it is missing.
     memorization: Callable[[str, dict], torch.Tensor] | None = field(default=None, repr=False)
+    # The shared-work accounts of the method runs under way on this task, innermost last (a meta-method's steps
+    # run methods inside its own run); never copied into a derived task.
+    _runs: list[SharedWork] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         # Every method loop is bounded by the sizes of these sets: an empty one is refused here, not spun on.
@@ -50,23 +71,29 @@ class Task:
         if len(self.retain_idx) == 0:
             raise ValueError("the retain set is empty: every training sample is in S_f")
 
-    def start_run(self) -> None:
-        """Forget what the previous method run noted about itself (the shared cache itself is kept)."""
-        self.notes.clear()
-        self.shared_paid.clear()
-        self.shared_reused.clear()
+    @contextlib.contextmanager
+    def accounting(self) -> Iterator[SharedWork]:
+        """Context of one method run: the shared work it pays for or reuses (see :meth:`shared`) is accounted
+        in the :class:`SharedWork` it yields."""
+        work = SharedWork()
+        self._runs.append(work)
+        try:
+            yield work
+        finally:
+            self._runs.pop()
 
     def shared(self, key: tuple, compute: Callable[[], Any]) -> Any:
         """``compute()`` once per deletion set and ``key``; later runs reuse it. The run that pays records the
-        synchronised seconds under ``shared_paid`` and a reusing run lists the key under ``shared_reused``, so
-        the cost of one complete run stays known when a grid amortises it."""
+        synchronised seconds under ``paid`` of its :meth:`accounting` and a reusing run lists the key under
+        ``reused``, so the cost of one complete run stays known when a grid amortises it."""
         name = "/".join(str(part) for part in key)
+        work = self._runs[-1] if self._runs else SharedWork()  # outside a run there is no one to charge
         if key in self.cache:
-            self.shared_reused.append(name)
+            work.reused.append(name)
             return self.cache[key]
         with Stopwatch(self.runtime) as clock:
             self.cache[key] = compute()
-        self.shared_paid[name] = self.shared_paid.get(name, 0.0) + clock.seconds
+        work.paid[name] = work.paid.get(name, 0.0) + clock.seconds
         return self.cache[key]
 
     @property
@@ -158,3 +185,12 @@ class Task:
         return train(model, self.bank, self.labels if labels is None else labels, indices, recipe,
                      seed=self.seed if seed is None else seed, runtime=self.runtime, triggered=self._triggered,
                      frozen=frozen, loss_fn=loss_fn, after_step=after_step, desc=desc)
+
+    def loop(self, model: nn.Module, recipe: Recipe, *, augment_seed: int | None = None,
+             reference: Reference | None = None, compile: bool = True) -> Loop:
+        """The training loop over this task's images and given labels, for a method that takes its steps in
+        runs of its own (batches, loss, stopping rule): augmentation as in training (``recipe``'s), drawn from a
+        generator seeded ``augment_seed`` (default ``seed + 1``, as :meth:`fit` draws it)."""
+        return Loop(model, self.bank, self.labels, recipe, self.runtime,
+                    augment_seed=self.seed + 1 if augment_seed is None else augment_seed,
+                    triggered=self._triggered, reference=reference, compile=compile)

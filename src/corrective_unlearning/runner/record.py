@@ -14,7 +14,7 @@ from ..evaluation import evaluate
 from ..evaluation.tow import tow_accuracies
 from ..experiment import OriginalInfo, Setting
 from ..manipulations import index_hash
-from ..methods import METHODS, Task
+from ..methods import METHODS, Task, Unlearned
 from ..records import RECORD_VERSION, Record, RecordHead, Timings
 from ..references import DeletionSetReferences
 from ..runtime import Runtime, Stopwatch
@@ -34,16 +34,11 @@ def failed_record(base: dict, cell: Cell, error: str, trace: str) -> Record:
     return {**base, **record_head(cell), "status": "failed", "traceback": trace, "error": error}
 
 
-def method_notes(task: Task) -> dict:
-    """What the method that just ran says about its run: the one place a record reads it from."""
-    return dict(task.notes)
-
-
-def shared_work(task: Task) -> Timings:
+def shared_work(result: Unlearned) -> Timings:
     """Work shared with later cells of this deletion set is included in method_seconds of the cell that paid it;
     the report adds it back to the cells that reused it to show what one run costs."""
-    return {"shared_seconds": sum(task.shared_paid.values()), "shared_paid": dict(task.shared_paid),
-            "shared_reused": list(task.shared_reused)}
+    return {"shared_seconds": sum(result.shared.paid.values()), "shared_paid": dict(result.shared.paid),
+            "shared_reused": list(result.shared.reused)}
 
 
 def run_cell(cell: Cell, setting: Setting, original: nn.Module, info: OriginalInfo, make_task: Callable[[], Task],
@@ -92,11 +87,10 @@ def _run_model(cell: Cell, original: nn.Module, info: OriginalInfo, make_task: C
     task = make_task()
     record["index_hashes"] = {**record["index_hashes"], "forget": index_hash(forget)}
     record["forget_size"] = len(forget)
-    task.start_run()
     with Stopwatch(runtime) as clock:
-        model = METHODS.get(cell.method)(task, cell.hparams)
-    record["method_notes"] = method_notes(task)
-    return model, {"method_seconds": clock.seconds, **shared_work(task)}
+        result = METHODS.get(cell.method)(task, cell.hparams)
+    record["method_notes"] = dict(result.notes)
+    return result.model, {"method_seconds": clock.seconds, **shared_work(result)}
 
 
 def _tow(record: dict, metrics: dict, model: nn.Module, setting: Setting, forget: torch.Tensor | None,
