@@ -152,6 +152,14 @@ class Interval:
         below = self.high is None or (value <= self.high if self.closed in ("both", "right") else value < self.high)
         return above and below
 
+    def bound(self) -> str:
+        """``>= 0``, ``> 0``, ``<= 1`` for a one-sided interval; ``in [0, 1]`` otherwise."""
+        if self.high is None and self.low is not None:
+            return f"{'>=' if self.closed in ('both', 'left') else '>'} {self.low}"
+        if self.low is None and self.high is not None:
+            return f"{'<=' if self.closed in ('both', 'right') else '<'} {self.high}"
+        return f"in {self}"
+
     def __str__(self) -> str:
         left = "[" if self.closed in ("both", "left") else "("
         right = "]" if self.closed in ("both", "right") else ")"
@@ -164,7 +172,7 @@ class Interval:
 class Param:
     """One declared parameter. ``kind``: the annotation its values must match (``Any``: not checked); ``default``
     (:data:`REQUIRED` when there is none); ``low``/``high``/``closed``: the valid range of a number; ``choices``:
-    the valid values (they replace the type check); ``nullable``: null is accepted too (and skips every other
+    the valid values; ``nullable``: null is accepted too (and skips every other
     check); ``doc``: one line for listings. A float is always refused when NaN or infinite."""
 
     kind: Any = Any
@@ -191,6 +199,19 @@ class Param:
         return cls(annotation, default, **constraints)
 
 
+def declare(name: str, declaration, null_kinds: Mapping[str, Any] | None = None) -> Param:
+    """A registry's declaration of parameter ``name``: a :class:`Param` as given, or a bare default whose Param is
+    inferred. An int or float default takes its type (a float also an int) or null, which the registries read as
+    unset; a bool, str, list or dict default takes its type; a None default takes null or ``null_kinds[name]``
+    (e.g. a recipe field's type, where None means "the recipe's"), or anything when the name is not there."""
+    if isinstance(declaration, Param):
+        return declaration
+    if declaration is None:
+        return Param((null_kinds or {}).get(name, Any), None, nullable=True)
+    kind = type(declaration)
+    return Param(kind, declaration, nullable=kind in (int, float))
+
+
 Phrasing = Literal["expected", "must be"]  # "x: expected int, got float 2.5" or "x must be an integer, got 2.5"
 _MUST_BE = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
@@ -200,21 +221,27 @@ def _choices_text(choices: tuple) -> str:
 
 
 def check_value(value, param: Param, label: str, phrasing: Phrasing = "expected",
-                error: type[Exception] = ConfigError):
-    """Raise ``error`` naming ``label`` unless ``value`` satisfies ``param``: null where nullable; else one of its
-    choices, or of its kind, finite when a float, inside its interval."""
+                error: type[Exception] = ConfigError, subject: str | None = None):
+    """Raise ``error`` unless ``value`` satisfies ``param``: null where nullable; else of its kind, one of its
+    choices (if any), finite when a float, inside its interval (if any). The messages (``subject`` defaults to
+    ``label``): a wrong type ``label: expected int, got float 2.5``, or with ``phrasing="must be"`` ``subject must
+    be an integer, got 2.5``; out of range ``label: expected an integer >= 1, got 0``, or ``subject must be in [1,
+    inf], got 0``; a wrong choice ``subject must be 'a' or 'b', got 'c'``; ``subject must be a finite number, got
+    nan``."""
+    subject = subject or label
     if value is None and param.nullable:
         return value
-    if param.choices is not None:
-        if value not in param.choices:
-            raise error(f"{label} must be {_choices_text(param.choices)}, got {value!r}")
-        return value
-    _check_kind(value, param.kind, label, phrasing, error)
+    _check_kind(value, param.kind, label if phrasing == "expected" else subject, phrasing, error)
+    if param.choices is not None and value not in param.choices:
+        raise error(f"{subject} must be {_choices_text(param.choices)}, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
-        raise error(f"{label} must be a finite number, got {value!r}")
+        raise error(f"{subject} must be a finite number, got {value!r}")
     interval = param.interval
     if interval is not None and value not in interval:
-        raise error(f"{label} must be in {interval}, got {value!r}")
+        if phrasing == "must be":
+            raise error(f"{subject} must be in {interval}, got {value!r}")
+        number = "an integer" if param.kind is int else "a number"
+        raise error(f"{label}: expected {number} {interval.bound()}, got {value!r}")
     return value
 
 
@@ -232,9 +259,10 @@ def check_values(values: Mapping | None, declared: Mapping[str, Param], *, where
                  phrasing: Phrasing = "expected", error: type[Exception] = ConfigError) -> dict:
     """The declared defaults overlaid with ``values``, each checked (:func:`check_value`); else ``error``.
 
-    ``where`` starts every message (``method rem``, ``manipulation.params``); ``noun`` names a parameter
+    ``where`` starts the messages (``method rem``, ``manipulation.params``); ``noun`` names a parameter
     (``hyperparameter``, ``param``); ``owner`` is what they belong to when ``where`` does not say it (``trigger
-    patch``); ``label(name)`` names one value (default ``where.name``)."""
+    patch``); ``label(name)`` names one value in a type error (default ``where.name``), and ``owner or where``
+    followed by the name is the subject of every "must be" (``method rem: beta must be in (0, inf), got 0``)."""
     if values is None:
         values = {}
     if not isinstance(values, Mapping):
@@ -244,7 +272,7 @@ def check_values(values: Mapping | None, declared: Mapping[str, Param], *, where
         raise error(_unknown_message(unknown, list(declared), where, noun, owner))
     label = label or (lambda name: f"{where}.{name}")
     for name, value in values.items():
-        check_value(value, declared[name], label(name), phrasing, error)
+        check_value(value, declared[name], label(name), phrasing, error, subject=f"{owner or where}: {name}")
     return {**{name: p.default for name, p in declared.items() if p.default is not REQUIRED}, **values}
 
 

@@ -28,7 +28,8 @@ def ascent(model: nn.Module, x: torch.Tensor, y: torch.Tensor, _indices: torch.T
     return -F.cross_entropy(model(x), y)
 
 
-@method("neggrad", defaults={"epochs": 5, "lr": 1e-4, "steps": None}, grid={"lr": [1e-4, 5e-4, 1e-3]})
+@method("neggrad", params={"epochs": 5, "lr": 1e-4, "steps": None}, grid={"lr": [1e-4, 5e-4, 1e-3]},
+        style=("tab:brown", "v"))
 def neggrad(task: Task, hp: dict) -> nn.Module:
     """NegGrad: gradient ascent on CE over S_f with its given labels (5 epochs, lr 1e-4; grid lr 1e-4, 5e-4,
     1e-3).
