@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from ..proxies import PROXIES
+from ..proxies.entanglement import entanglement_score
 from ..runtime import Stopwatch
 from . import METHODS, ConfigError, Method, Param, summary_of
 from .task import Task
@@ -178,8 +179,6 @@ def proxy_range(scores: torch.Tensor | None, subset: torch.Tensor) -> dict | Non
 def step_entanglement(task: Task, model: nn.Module, subset: torch.Tensor, retain: torch.Tensor) -> tuple[float, int]:
     """ES between ``subset`` and ``retain`` in ``model``'s penultimate space, on all of ``subset`` and a seeded
     subsample of at most ``ES_RETAIN_SAMPLES`` of ``retain``; returns (ES, retain samples used)."""
-    from ..proxies.entanglement import entanglement_score
-
     sample = retain.cpu()
     if len(sample) > ES_RETAIN_SAMPLES:
         generator = torch.Generator().manual_seed(task.seed)
