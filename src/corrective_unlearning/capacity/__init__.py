@@ -25,6 +25,6 @@ from .core import (WIDEN_PARAMS, SpareCapable, UnsupportedModelError, WideModel,
 from .masks import MaskState, SpareMask, spare_bits
 from .restricted import deployable, restricted_model, trained_spare
 
-__all__ = ["WIDEN_PARAMS", "MaskState", "SpareCapable", "SpareMask", "UnsupportedModelError", "WideModel", "WidenContext",
-           "deployable", "narrow", "restricted_model", "spare_bits", "trained_spare", "widen", "widen_bn",
+__all__ = ["WIDEN_PARAMS", "MaskState", "SpareCapable", "SpareMask", "UnsupportedModelError", "WideModel",
+           "WidenContext", "deployable", "narrow", "restricted_model", "spare_bits", "trained_spare", "widen", "widen_bn",
            "widen_conv", "widen_linear"]

@@ -18,9 +18,9 @@ def _check(loss: torch.Tensor, where: str) -> None:
         raise DivergenceError(f"SCRUB diverged: loss {float(loss)} in {where}; lower the learning rate")
 
 
-@method("scrub", params={"variant": Param(str, "original", choices=("original", "bench")), "lr": None, "alpha": 0.001, "gamma": 0.99, "temperature": 4.0,
-                           "epochs": 3, "msteps": 2, "forget_batch": 64, "retain_batch": 128, "steps": None,
-                           "max_steps": 100},
+@method("scrub", params={"variant": Param(str, "original", choices=("original", "bench")), "lr": None,
+                         "alpha": 0.001, "gamma": 0.99, "temperature": 4.0, "epochs": 3, "msteps": 2,
+                         "forget_batch": 64, "retain_batch": 128, "steps": None, "max_steps": 100},
         grid={"variant": ["bench"], "alpha": [0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10]}, style=("tab:purple", "^"))
 def scrub(task: Task, hp: dict) -> nn.Module:
     """SCRUB (variant original: SGD lr 5e-4, max-steps on S_f in the first msteps of `epochs` epochs,

@@ -145,7 +145,8 @@ def equivalence_key(hp: dict) -> tuple | None:
             "importance_samples": Param(int, None, low=1, nullable=True, doc="null: every sample")},
     grid={"alpha": ALPHAS, "lambda_ratio": LAMBDA_RATIOS},
     style=("tab:green", "D"),
-    auto=AutoCandidate(1, {"params": {"alpha_scale": "relative", "lambda_ratio": 0.1}, "grid": {"alpha": [10, 20, 45]}}),
+    auto=AutoCandidate(1, {"params": {"alpha_scale": "relative", "lambda_ratio": 0.1},
+                           "grid": {"alpha": [10, 20, 45]}}),
 )
 def selective_synaptic_dampening(task: Task, hp: dict) -> nn.Module:
     """Selective synaptic dampening: shrink weights far more important to S_f than to the data (alpha,

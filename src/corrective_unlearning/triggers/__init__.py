@@ -3,8 +3,8 @@
 A trigger stamps uint8 images ``[B, C, H, W]`` on the device after crop and flip (:class:`base.Trigger`). In a
 config it is ``trigger: {name: blend, alpha: 0.2}``; :func:`build_trigger` checks the parameter names, types and
 ranges against the trigger's declarations (:func:`base.trigger_params`), with one-line messages. Adding a trigger
-is one file here with ``@TRIGGERS.register("name")`` on a frozen dataclass subclassing :class:`Trigger` (a field made with
-:func:`~corrective_unlearning.checks.param` declares its range), plus its import line below.
+is one file here with ``@TRIGGERS.register("name")`` on a frozen dataclass subclassing :class:`Trigger` (a field
+made with :func:`~corrective_unlearning.checks.param` declares its range), plus its import line below.
 """
 from __future__ import annotations
 
