@@ -273,7 +273,7 @@ def check_values(values: Mapping | None, declared: Mapping[str, Param], *, where
     label = label or (lambda name: f"{where}.{name}")
     for name, value in values.items():
         check_value(value, declared[name], label(name), phrasing, error, subject=f"{owner or where}: {name}")
-    return {**{name: p.default for name, p in declared.items() if p.default is not REQUIRED}, **values}
+    return {**defaults_of(declared), **values}
 
 
 def _unknown_message(unknown: list[str], known: list[str], where: str, noun: str, owner: str | None) -> str:
