@@ -12,22 +12,18 @@ A training config (``corrective train``)::
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+# The type checks live on the ground floor (checks); re-exported here, where configs and users import them from.
+from .checks import ConfigError, check_type, describe_value, from_dict, type_name
+from .manipulations import check_params
 from .training.recipe import DEFAULT_MODELS, Recipe, default_recipe
 
 DEFAULT_VAL_FRACTION = 0.05
-
-
-class ConfigError(ValueError):
-    """A config value is missing, unknown or of the wrong type; the message says where, what was expected and
-    what was received."""
 
 
 def default_val_size(train_size: int) -> int:
@@ -59,8 +55,6 @@ class ManipulationConfig:
     params: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from .manipulations import check_params  # late: the manipulations import the data layer
-
         check_params(self.name, self.params, "manipulation.params")
 
 
@@ -112,103 +106,6 @@ class TrainConfig(RunConfig):
     out: str = "runs"
 
 
-def from_dict(cls, data: dict | None, where: str = "config"):
-    """Build dataclass ``cls`` from ``data``, recursing into dataclass fields; unknown keys and values that do not
-    match a field's annotation are errors (see :func:`check_type`)."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {describe_value(data)}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(fields)}")
-    hints = _type_hints(cls)
-    values = {name: check_type(value, hints.get(name, Any), f"{where}.{name}") for name, value in data.items()}
-    return cls(**values)
-
-
-def _type_hints(cls) -> dict:
-    try:
-        return typing.get_type_hints(cls)
-    except (NameError, TypeError):  # an annotation that cannot be resolved is not checked
-        return {f.name: f.type if not isinstance(f.type, str) else Any for f in dataclasses.fields(cls)}
-
-
-def describe_value(value) -> str:
-    """``str '100'``, ``int 5``, ``null``: what a config received, for error messages."""
-    return "null" if value is None else f"{type(value).__name__} {value!r}"
-
-
-def type_name(kind) -> str:
-    """``int``, ``list of int``, ``str or null``: what a config expected, for error messages."""
-    if kind is None or kind is type(None):
-        return "null"
-    if kind is Any:
-        return "any value"
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(type_name(a) for a in args)
-    if origin is typing.Literal:
-        return " or ".join(repr(a) for a in args)
-    if origin is list and args:
-        return f"list of {type_name(args[0])}"
-    if origin is dict and len(args) == 2:
-        return f"dict of {type_name(args[0])} to {type_name(args[1])}"
-    if dataclasses.is_dataclass(kind):
-        return "a mapping"
-    return getattr(origin or kind, "__name__", str(kind))
-
-
-def _matches(value, kind) -> bool:
-    """Whether ``value`` has the outer type of annotation ``kind`` (elements are checked separately)."""
-    if kind is Any:
-        return True
-    if kind is None or kind is type(None):
-        return value is None
-    origin = typing.get_origin(kind)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, a) for a in typing.get_args(kind))
-    if origin is typing.Literal:
-        return value in typing.get_args(kind)
-    if dataclasses.is_dataclass(kind):
-        return value is None or isinstance(value, dict)
-    kind = origin or kind
-    if kind is bool:
-        return isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(kind, type) and isinstance(value, kind)
-
-
-def check_type(value, kind, where: str):
-    """Return ``value`` if it matches annotation ``kind``, else raise a :class:`ConfigError` naming ``where``, the
-    expected type and the value received. Supported: int, float (an int is accepted), bool (an int is not), str,
-    list and ``list[X]``, dict and ``dict[K, V]``, None, unions and Optional, Literal, Any and nested dataclasses,
-    which are built from their mapping with :func:`from_dict`."""
-    if typing.get_origin(kind) in (typing.Union, types.UnionType):
-        for option in typing.get_args(kind):
-            if _matches(value, option):
-                return check_type(value, option, where)
-    elif _matches(value, kind):
-        if dataclasses.is_dataclass(kind):
-            return from_dict(kind, value, where)
-        origin, args = typing.get_origin(kind), typing.get_args(kind)
-        if origin is list and args:
-            for i, item in enumerate(value):
-                check_type(item, args[0], f"{where}[{i}]")
-        if origin is dict and len(args) == 2:
-            for key, item in value.items():
-                check_type(key, args[0], f"{where} key {key!r}")
-                check_type(item, args[1], f"{where}.{key}")
-        return value
-    if dataclasses.is_dataclass(kind):  # the message of a nested section that is not a mapping
-        raise ConfigError(f"{where}: expected a mapping, got {describe_value(value)}")
-    raise ConfigError(f"{where}: expected {type_name(kind)}, got {describe_value(value)}")
-
-
 def to_dict(config) -> dict:
     return dataclasses.asdict(config)
 
@@ -245,3 +142,8 @@ def read_yaml(path: str | Path) -> dict:
 def write_yaml(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+__all__ = ["ConfigError", "DatasetConfig", "ManipulationConfig", "RunConfig", "TrainConfig", "apply_overrides",
+           "check_type", "default_val_size", "describe_value", "from_dict", "read_yaml", "to_dict", "type_name",
+           "write_yaml"]

@@ -20,11 +20,11 @@ Supported: models built from ``conv_bn`` blocks and ``Residual`` (``resnet9``, `
 from __future__ import annotations
 
 from . import sequential_cnn, wideresnet  # noqa: F401  (registers handlers)
-from .core import (SpareCapable, UnsupportedModelError, WideModel, WidenContext, narrow, widen, widen_bn,
+from .core import (WIDEN_PARAMS, SpareCapable, UnsupportedModelError, WideModel, WidenContext, narrow, widen, widen_bn,
                    widen_conv, widen_linear)
 from .masks import MaskState, SpareMask, spare_bits
 from .restricted import deployable, restricted_model, trained_spare
 
-__all__ = ["MaskState", "SpareCapable", "SpareMask", "UnsupportedModelError", "WideModel", "WidenContext",
-           "deployable", "narrow", "restricted_model", "spare_bits", "trained_spare", "widen", "widen_bn",
+__all__ = ["WIDEN_PARAMS", "MaskState", "SpareCapable", "SpareMask", "UnsupportedModelError", "WideModel",
+           "WidenContext", "deployable", "narrow", "restricted_model", "spare_bits", "trained_spare", "widen", "widen_bn",
            "widen_conv", "widen_linear"]

@@ -24,8 +24,15 @@ from typing import Callable, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from ..checks import Param, check_value
 from ..runtime import seeded_generator
-from .masks import MaskState, SpareMask
+from .masks import P_ON, MaskState, SpareMask
+
+# The parameters of widen(), declared once: REM declares its own spare_fraction and p_on with these.
+WIDEN_PARAMS = {
+    "spare_fraction": Param(float, 1.0, low=0, closed="neither", doc="spare channels per original channel"),
+    "p_on": P_ON,
+}
 
 
 class UnsupportedModelError(TypeError):
@@ -68,8 +75,7 @@ def init_generator(seed: int) -> torch.Generator:
 
 class WidenContext:
     def __init__(self, spare_fraction: float, state: MaskState, generator: torch.Generator | None = None) -> None:
-        if spare_fraction <= 0:
-            raise ValueError(f"spare_fraction must be > 0, got {spare_fraction}")
+        check_value(spare_fraction, WIDEN_PARAMS["spare_fraction"], "spare_fraction")
         self.spare_fraction = spare_fraction
         self.state = state
         self.generator = generator if generator is not None else init_generator(state.seed)

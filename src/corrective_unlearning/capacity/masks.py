@@ -9,6 +9,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..checks import Param, check_value
+
+P_ON = Param(float, 0.2, low=0, high=1, doc="the chance that a spare channel is on in an example's mask")
+
 _M32 = 0xFFFFFFFF
 SHARED_KEY = 0xFFFFFFFE  # the mask key every shared index maps to
 
@@ -46,8 +50,7 @@ class MaskState:
 
     def reset(self, p_on: float, seed: int) -> None:
         """New mask parameters: spare capacity off, no shared indices."""
-        if not 0.0 <= p_on <= 1.0:
-            raise ValueError(f"p_on must be in [0, 1], got {p_on}")
+        check_value(p_on, P_ON, "p_on")
         self.p_on, self.seed = p_on, seed
         self.mode = "off"
         self.indices: torch.Tensor | None = None

@@ -16,17 +16,17 @@ from typing import Callable
 from torch import nn
 
 from ..capacity import UnsupportedModelError
-from ..methods import METHODS, Task, expand_grid
+from ..methods import METHODS, Task, expand_settings
 from ..progress import progress_bar
 from ..runtime import Stopwatch
 from ..selection import DEFAULT_MAX_VAL_DROP, mark_selection
 from ..training import DivergenceError
 
+# name -> search space ({grid, params}), in the order the candidates run: what each method declares with
+# ``auto=AutoCandidate(rank, space)`` on its registration.
 CANDIDATES: dict[str, dict] = {
-    "rem": {"grid": {"lr": [0.001, 0.005, 0.025]}},
-    "ssd": {"params": {"alpha_scale": "relative", "lambda_ratio": 0.1}, "grid": {"alpha": [10, 20, 45]}},
-    "npo": {"grid": {"lr": [0.005]}},
-    "cf": {"grid": {"last_k": ["all"]}},
+    name: spec.auto.space
+    for name, spec in sorted(((n, s) for n, s in METHODS.items() if s.auto), key=lambda item: item[1].auto.rank)
 }
 
 
@@ -40,8 +40,8 @@ def candidate_settings(overrides: dict | None = None) -> list[tuple[str, dict]]:
                          f" to its fixed hyperparameters, got key(s) {unknown}")
     settings = []
     for name, space in CANDIDATES.items():
-        for point in expand_grid(space.get("grid", {})):
-            hparams = {**space.get("params", {}), **point, **overrides.get(name, {})}
+        for setting in expand_settings(space.get("grid", {}), space.get("params")):
+            hparams = {**setting, **overrides.get(name, {})}
             METHODS.get(name).resolve(hparams)  # unknown hyperparameters fail before anything runs
             settings.append((name, hparams))
     return settings

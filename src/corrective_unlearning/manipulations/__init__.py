@@ -8,11 +8,11 @@ manipulation is one file here that decorates its function with ``@MANIPULATIONS.
 from __future__ import annotations
 
 import inspect
-import typing
 from typing import Any, Callable
 
 import torch
 
+from ..checks import ConfigError, check_values, describe_value, signature_params
 from ..data import ImageDataset
 from ..registry import Registry
 from ..triggers import TRIGGERS, TriggerError, check_trigger_spec
@@ -22,32 +22,19 @@ MANIPULATIONS: Registry[Callable[..., Manipulated]] = Registry("manipulation")
 
 
 def check_params(name: str, params: dict, where: str = "manipulation.params") -> None:
-    """Raise a :class:`ConfigError` unless ``params`` are keyword arguments that manipulation ``name`` accepts
-    (the parameters of its ``apply(dataset, candidates, n, seed, **params)`` after the first four), each of the
-    type its annotation names (unannotated ones take any value)."""
-    from ..config import ConfigError, check_type, describe_value  # late: config imports the training layer
-
+    """Raise a :class:`ConfigError` unless ``params`` are keyword arguments that manipulation ``name`` accepts:
+    its declaration is the signature of its ``apply(dataset, candidates, n, seed, **params)`` after the first four
+    (each of the type its annotation names; unannotated ones take any value), checked by the one engine."""
     try:
         apply = MANIPULATIONS.get(name)
     except KeyError as error:
         raise ConfigError(error.args[0]) from None
-    if not isinstance(params, dict):
-        raise ConfigError(f"{where}: expected dict, got {describe_value(params)}")
-    signature = list(inspect.signature(apply).parameters.values())[4:]
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature):
+    declared = signature_params(apply, skip=4)
+    if declared is None:  # it takes **params: any name
+        if not isinstance(params, dict):
+            raise ConfigError(f"{where}: expected dict, got {describe_value(params)}")
         return
-    accepted = [p.name for p in signature
-                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and not p.name.startswith("_")]
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
-        raise ConfigError(f"{where}: unknown param(s) {unknown} for manipulation {name}; "
-                          f"accepted: {', '.join(accepted) or '(none)'}")
-    try:
-        hints = typing.get_type_hints(apply)
-    except (NameError, TypeError):  # annotations that cannot be resolved are not checked
-        hints = {}
-    for key, value in params.items():
-        check_type(value, hints.get(key, Any), f"{where}.{key}")
+    check_values(params, declared, where=where, noun="param", owner=f"manipulation {name}")
     if isinstance(params.get("trigger"), dict):
         try:
             check_trigger(params["trigger"])

@@ -1,7 +1,10 @@
 """Unlearning methods. Each is one file here: a function ``(task, hparams) -> Unlearned`` (the new model and its
-notes) registered with :func:`method`, declaring its hyperparameter defaults and the paper's search space.
+notes) registered with :func:`method`, declaring its hyperparameters (a default, or a
+:class:`~corrective_unlearning.checks.Param` with a type and a valid range), the paper's search space and how the
+report and ``method="auto"`` treat it.
 
-    @method("eu", defaults={"last_k": "all"}, grid={"last_k": ["all", 2, 4]})
+    @method("eu", params={"last_k": Param(int | str, "all"), "steps": None}, grid={"last_k": ["all", 2, 4]},
+            style=("tab:blue", "o"))
     def exact_unlearning(task: Task, hp: dict) -> Unlearned: ...
 """
 from __future__ import annotations
@@ -9,47 +12,51 @@ from __future__ import annotations
 import itertools
 import json
 import typing
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
+from ..checks import ConfigError, Param, check_values, declare, defaults_of
 from ..registry import Registry
+from ..training.recipe import Recipe
 from .task import SharedWork, Task, Unlearned
+
+# A None default of a hyperparameter named like a recipe field (steps, lr, ...) means "the recipe's": the field's
+# type (or null) is what it takes. Any other None default takes anything.
+RECIPE_TYPES = typing.get_type_hints(Recipe)
+
+
+@dataclass(frozen=True)
+class AutoCandidate:
+    """A method that ``method="auto"`` runs (:mod:`..fix.auto`): ``rank`` orders the candidates (they run in that
+    order, and the first wins a tie); ``space`` is its search space, as a grid config's ``{grid, params}``."""
+
+    rank: int
+    space: dict
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
     run: Callable[[Task, dict], Unlearned]
-    defaults: dict
+    params: dict  # name -> Param or a bare default (see checks.declare); normalised to Params
     grid: dict  # the paper's search space: name -> list of values
     summary: str
-    types: dict = field(default_factory=dict)  # name -> type, where a default's own type is too narrow
+    style: tuple[str, str] | None = None  # (color, marker) of its curves in the report's figures
+    auto: AutoCandidate | None = None  # whether, and how, method="auto" runs it
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", {name: declare(name, d, RECIPE_TYPES) for name, d in self.params.items()})
+
+    @property
+    def defaults(self) -> dict:
+        """``name -> default`` of every hyperparameter: what cache keys and records hold for unset ones."""
+        return defaults_of(self.params)
 
     def resolve(self, hparams: dict | None) -> dict:
-        """Defaults overlaid with ``hparams``. Unknown names are errors, and so is a value that is not of its
-        default's type: an int default takes an int, a float default an int or a float (either also takes null,
-        which methods read as unset), a bool default a bool, a str default a str. A None default takes anything,
-        except where the name is one of the recipe's fields (``steps``, ``lr``, ...), which a None default means
-        "the recipe's": then the recipe field's type (or null). A type the method declares in ``types`` (for a
-        hyperparameter whose values are wider than its default's type) replaces all of these."""
-        from ..config import ConfigError, check_type, describe_value  # late: config imports the training layer
-        from ..training.recipe import Recipe
-
-        where = f"method {self.name}"
-        if hparams is not None and not isinstance(hparams, dict):
-            raise ConfigError(f"{where}: hyperparameters: expected dict, got {describe_value(hparams)}")
-        hparams = dict(hparams or {})
-        unknown = sorted(set(hparams) - set(self.defaults))
-        if unknown:
-            raise ConfigError(f"{where}: unknown hyperparameter(s) {unknown}; expected some of {sorted(self.defaults)}")
-        recipe_types = typing.get_type_hints(Recipe)
-        for name, value in hparams.items():
-            default = self.defaults[name]
-            if value is None and (default is None or type(default) in (int, float)):
-                continue
-            kind = self.types.get(name) or (recipe_types.get(name, Any) if default is None else type(default))
-            check_type(value, kind, f"{where}: hyperparameter {name!r}")
-        return {**self.defaults, **hparams}
+        """Defaults overlaid with ``hparams``, each checked against its declaration: unknown names, a value of the
+        wrong type and one out of its declared range or choices are :class:`ConfigError` s, before any work."""
+        return check_values(hparams, self.params, where=f"method {self.name}", noun="hyperparameter",
+                            label=lambda key: f"method {self.name}: hyperparameter {key!r}")
 
     def __call__(self, task: Task, hparams: dict | None = None) -> Unlearned:
         """Run the method on ``task``; the result carries the shared work this run paid for or reused."""
@@ -62,13 +69,19 @@ class Method:
 METHODS: Registry[Method] = Registry("method")
 
 
-def method(name: str, defaults: dict, grid: dict | None = None, types: dict | None = None):
+def method(name: str, params: dict, grid: dict | None = None, style: tuple[str, str] | None = None,
+           auto: AutoCandidate | None = None):
+    """Register ``fn(task, hp) -> Unlearned`` as method ``name`` (see :class:`Method` for the other arguments)."""
     def decorator(fn: Callable[[Task, dict], Unlearned]) -> Callable[[Task, dict], Unlearned]:
-        summary = " ".join((fn.__doc__ or "").strip().split("\n\n")[0].split())
-        METHODS.register(name)(Method(name, fn, dict(defaults), dict(grid or {}), summary, dict(types or {})))
+        METHODS.register(name)(Method(name, fn, dict(params), dict(grid or {}), summary_of(fn), style, auto))
         return fn
 
     return decorator
+
+
+def summary_of(fn: Callable) -> str:
+    """The first paragraph of ``fn``'s docstring on one line: a method's summary in listings."""
+    return " ".join((fn.__doc__ or "").strip().split("\n\n")[0].split())
 
 
 def expand_grid(grid: dict[str, list]) -> list[dict]:
@@ -78,6 +91,14 @@ def expand_grid(grid: dict[str, list]) -> list[dict]:
     return [dict(zip(names, combo)) for combo in itertools.product(*values)]
 
 
+def expand_settings(grid: dict | list, params: dict | None = None) -> list[dict]:
+    """Every setting of a ``{grid, params}`` search space: the points of ``grid`` (a ``name -> values`` mapping,
+    or a list of them whose points are joined) crossed with the fixed ``params``, each listed once, in order."""
+    points = [p for g in (grid if isinstance(grid, list) else [grid]) for p in expand_grid(g)]
+    points = list({hparams_key(p): p for p in points}.values())  # a setting listed twice runs once
+    return [{**(params or {}), **point} for point in points]
+
+
 def hparams_key(hparams: dict[str, Any]) -> str:
     return json.dumps(hparams, sort_keys=True, separators=(",", ":"))
 
@@ -85,4 +106,5 @@ def hparams_key(hparams: dict[str, Any]) -> str:
 from . import (bad_teacher, catastrophic_forgetting, exact_unlearning, l1_sparse, neggrad, neggrad_plus,  # noqa: E402,F401
                npo, potion, random_label, rem, rum, salun, scrub, ssd)
 
-__all__ = ["METHODS", "Method", "SharedWork", "Task", "Unlearned", "expand_grid", "hparams_key", "method"]
+__all__ = ["METHODS", "AutoCandidate", "ConfigError", "Method", "Param", "RECIPE_TYPES", "SharedWork", "Task",
+           "Unlearned", "expand_grid", "expand_settings", "hparams_key", "method", "summary_of"]

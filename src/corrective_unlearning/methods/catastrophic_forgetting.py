@@ -1,15 +1,13 @@
 """CF: fine-tune M_o on S_tr \\ S_f, no re-initialisation (SPEC section 5)."""
 from __future__ import annotations
 
-from typing import Union
-
 from ..models import split_last_k
-from . import method
+from . import AutoCandidate, Param, method
 from .task import Task, Unlearned
 
 
-@method("cf", defaults={"last_k": "all", "steps": None, "lr": None}, grid={"last_k": ["all", 2, 4]},
-        types={"last_k": Union[int, str]})
+@method("cf", params={"last_k": Param(int | str, "all"), "steps": None, "lr": None}, grid={"last_k": ["all", 2, 4]},
+        style=("tab:orange", "s"), auto=AutoCandidate(3, {"grid": {"last_k": ["all"]}}))
 def catastrophic_forgetting(task: Task, hp: dict) -> Unlearned:
     """Catastrophic forgetting: fine-tune the original on the retain set for a quarter of recipe A's steps
     (1000 of 4000; 1500 of 6000), lr 0.025; last_k = k fine-tunes only the last k layers, the rest frozen and

@@ -1,16 +1,14 @@
 """EU: re-initialise and retrain on S_tr \\ S_f with recipe A (SPEC section 5)."""
 from __future__ import annotations
 
-from typing import Union
-
 from ..models import split_last_k
-from . import method
+from . import Param, method
 from .common import reinitialise
 from .task import Task, Unlearned
 
 
-@method("eu", defaults={"last_k": "all", "steps": None}, grid={"last_k": ["all", 2, 4]},
-        types={"last_k": Union[int, str]})
+@method("eu", params={"last_k": Param(int | str, "all"), "steps": None}, grid={"last_k": ["all", 2, 4]},
+        style=("tab:blue", "o"))
 def exact_unlearning(task: Task, hp: dict) -> Unlearned:
     """Exact unlearning: retrain from scratch on the retain set with recipe A. last_k = k: re-initialise and
     train only the last k layers for a quarter of the steps, the rest kept from M_o, frozen and in eval mode

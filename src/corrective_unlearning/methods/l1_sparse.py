@@ -23,7 +23,7 @@ def l1_coefficient(alpha: float, step: int, steps: int) -> float:
     return alpha * (1.0 - step / steps)
 
 
-@method("l1-sparse", defaults={"alpha": 5e-4, "epochs": 10, "lr": 0.01, "steps": None},
+@method("l1-sparse", params={"alpha": 5e-4, "epochs": 10, "lr": 0.01, "steps": None},
         grid={"alpha": [1e-4, 5e-4, 1e-3]})
 def l1_sparse(task: Task, hp: dict) -> Unlearned:
     """L1-sparse: fine-tune on the retain set minimising CE + alpha_t * ||theta||_1, alpha_t decaying linearly

@@ -29,7 +29,8 @@ def ascent(model: nn.Module, batch: Batch) -> torch.Tensor:
     return -F.cross_entropy(model(batch.x), batch.labels)
 
 
-@method("neggrad", defaults={"epochs": 5, "lr": 1e-4, "steps": None}, grid={"lr": [1e-4, 5e-4, 1e-3]})
+@method("neggrad", params={"epochs": 5, "lr": 1e-4, "steps": None}, grid={"lr": [1e-4, 5e-4, 1e-3]},
+        style=("tab:brown", "v"))
 def neggrad(task: Task, hp: dict) -> Unlearned:
     """NegGrad: gradient ascent on CE over S_f with its given labels (5 epochs, lr 1e-4; grid lr 1e-4, 5e-4,
     1e-3).

@@ -12,13 +12,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..training import Batch
-from . import method
+from . import Param, method
 from .neggrad import unlearning_recipe
 from .task import Task, Unlearned
 
 
-@method("neggrad+", defaults={"beta": 0.99, "epochs": 5, "lr": 0.01, "steps": None},
-        grid={"beta": [0.97, 0.99], "lr": [0.01, 0.001]})
+@method("neggrad+", params={"beta": Param(float, 0.99, low=0, high=1), "epochs": 5, "lr": 0.01, "steps": None},
+        grid={"beta": [0.97, 0.99], "lr": [0.01, 0.001]}, style=("tab:pink", "<"))
 def neggrad_plus(task: Task, hp: dict) -> Unlearned:
     """NegGrad+: minimise beta * CE(retain batch) - (1 - beta) * CE(forget batch) (beta 0.99, 5 epochs over the
     retain set, lr 0.01).
@@ -27,8 +27,6 @@ def neggrad_plus(task: Task, hp: dict) -> Unlearned:
     the batch-norm statistics), so the method is exactly fine-tuning on the retain set. The forget batch runs
     through the uncompiled model: CUDA graphs allow one compiled forward per step."""
     beta = hp["beta"]
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"neggrad+ beta must be in [0, 1], got {beta!r}")
     model = task.copy_original()
     recipe = unlearning_recipe(task, task.retain_idx, hp)
     forget_batches = task.stream(task.forget_idx, recipe.steps, recipe.batch_size, task.seed + 1)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..training import Batch, LossFn, Reference
-from . import method
+from . import AutoCandidate, Param, method
 from .task import Task, Unlearned
 
 
@@ -44,8 +44,10 @@ def forget_accuracy(task: Task, model: nn.Module) -> float:
     return task.accuracy(model, task.forget_idx)
 
 
-@method("npo", defaults={"beta": 1.0, "lr": 0.005, "stop_acc": 0.2, "max_epochs": 100, "steps": None},
-        grid={"lr": [0.001, 0.005, 0.025]})
+@method("npo", params={"beta": Param(float, 1.0, low=0, closed="neither"), "lr": 0.005,
+                       "stop_acc": Param(float, 0.2, low=0, high=1, doc="a fraction of S_f"),
+                       "max_epochs": Param(int, 100, low=1), "steps": None},
+        grid={"lr": [0.001, 0.005, 0.025]}, style=("gold", "*"), auto=AutoCandidate(2, {"grid": {"lr": [0.005]}}))
 def npo(task: Task, hp: dict) -> Unlearned:
     """NPO: gradient descent on the NPO loss over S_f with M_o as the reference, epoch by epoch until the
     accuracy on S_f (given labels) is <= stop_acc (beta 1, stop_acc 0.2, at most 100 epochs, lr 0.005).
@@ -56,12 +58,6 @@ def npo(task: Task, hp: dict) -> Unlearned:
     would draw different dropout masks for the two). Its notes record the
     epochs run, the steps, the final forget accuracy and whether stop_acc was reached."""
     beta, stop_acc, max_epochs = hp["beta"], hp["stop_acc"], hp["max_epochs"]
-    if not beta > 0:
-        raise ValueError(f"npo beta must be > 0, got {beta!r}")
-    if not 0.0 <= stop_acc <= 1.0:
-        raise ValueError(f"npo stop_acc is a fraction in [0, 1], got {stop_acc!r}")
-    if max_epochs < 1:
-        raise ValueError(f"npo max_epochs must be >= 1, got {max_epochs!r}")
     model = task.copy_original()
     reference = task.copy_original().requires_grad_(False).train()
     batch_size = min(task.recipe.batch_size, len(task.forget_idx))

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import method
+from . import Param, method
 from .ssd import dampen, gradient_importance, importance_pool
 from .task import Task, Unlearned
 
@@ -64,10 +64,6 @@ def percentile_for(frac: float) -> float:
 def importances(task: Task, hp: dict) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """(I_f, I_D) of M_o, once per deletion set."""
     batch_size, samples = hp["batch_size"], hp["importance_samples"]
-    if not (isinstance(batch_size, int) and batch_size >= 1):
-        raise ValueError(f"potion batch_size must be an integer >= 1, got {batch_size!r}")
-    if samples is not None and not (isinstance(samples, int) and samples >= 1):
-        raise ValueError(f"potion importance_samples must be null (every sample) or an integer >= 1, got {samples!r}")
     pool = importance_pool(task, {"importance_data": "retain", "importance_samples": samples})
     key = ("potion-importances", batch_size, samples)
     return task.shared(key, lambda: (importance(task, task.original, task.forget_idx, batch_size),
@@ -76,18 +72,17 @@ def importances(task: Task, hp: dict) -> tuple[list[torch.Tensor], list[torch.Te
 
 @method(
     "potion",
-    defaults={"batch_size": 64, "importance_samples": None, "max_tries": 50, "growth": 1.1, "target_ratio": 0.2,
-              "lambda": 1.0},
+    params={"batch_size": Param(int, 64, low=1),
+            "importance_samples": Param(int, None, low=1, nullable=True, doc="null: every sample"),
+            "max_tries": Param(int, 50, low=1), "growth": Param(float, 1.1, low=0, closed="neither"),
+            "target_ratio": 0.2, "lambda": 1.0},
     grid={},
+    style=("teal", "P"),
 )
 def potion(task: Task, hp: dict) -> Unlearned:
     """Potion: label-free SSD (importance of the logits' L2 norm) whose threshold is a percentile of
     I_f / I_D set by |S_f| / |S_tr|, retried from M_o with a larger fraction until the accuracy on S_f falls to
     ``target_ratio`` x the original's (SPEC 5)."""
-    if not (isinstance(hp["max_tries"], int) and hp["max_tries"] >= 1):
-        raise ValueError(f"potion max_tries must be an integer >= 1, got {hp['max_tries']!r}")
-    if not (hp["growth"] is not None and hp["growth"] > 0):
-        raise ValueError(f"potion growth must be > 0, got {hp['growth']!r}")
     forget_imp, data_imp = importances(task, hp)
     ratio = ratios(forget_imp, data_imp)
     original_acc = forget_accuracy(task, task.original, hp["batch_size"])

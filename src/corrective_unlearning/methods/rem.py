@@ -51,9 +51,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..capacity import WideModel, narrow, trained_spare, widen
+from ..capacity import WIDEN_PARAMS, WideModel, narrow, trained_spare, widen
 from ..training import Batch, Loop, LossFn, Reference
-from . import method
+from . import AutoCandidate, Param, method
 from .npo import npo_loss
 from .task import Task, Unlearned
 
@@ -137,9 +137,13 @@ def spare_capacity(task: Task, hp: dict) -> tuple[WideModel, str]:
     return wide, "trained with the original (capacity-restricted recipe)"
 
 
-@method("rem", defaults={"lr": 0.005, "passes": 10, "steps": None, "beta": 1.0, "threshold": 0.2,
-                         "max_flush_passes": 100, "spare_fraction": 1.0, "p_on": 0.2, "retain_eval": 2000},
-        grid={"lr": [0.001, 0.005, 0.025]})
+@method("rem", params={"lr": 0.005, "passes": Param(int, 10, low=1), "steps": Param(int, None, low=1, nullable=True),
+                       "beta": Param(float, 1.0, low=0, closed="neither"),
+                       "threshold": Param(float, 0.2, low=0, high=1, doc="a fraction of S_f"),
+                       "max_flush_passes": Param(int, 100, low=0), "spare_fraction": WIDEN_PARAMS["spare_fraction"],
+                       "p_on": WIDEN_PARAMS["p_on"], "retain_eval": 2000},
+        grid={"lr": [0.001, 0.005, 0.025]}, style=("navy", "d"),
+        auto=AutoCandidate(0, {"grid": {"lr": [0.001, 0.005, 0.025]}}))
 def rem(task: Task, hp: dict) -> Unlearned:
     """REM: spare capacity added to M_o; rounds of an NPO flush of S_f with spare capacity off (until acc(S_f) <=
     0.2, at most 100 passes) and a repair pass over the training set redirecting S_f to one shared spare mask;
@@ -148,17 +152,7 @@ def rem(task: Task, hp: dict) -> Unlearned:
 
     Its notes record the rounds, the flush passes and P of every round, the selected round (0 = the initial
     model), the repair steps and the final acc(S_f)."""
-    beta, passes_, max_flush = hp["beta"], hp["passes"], hp["max_flush_passes"]
-    if not beta > 0:
-        raise ValueError(f"rem beta must be > 0, got {beta!r}")
-    if not (isinstance(passes_, int) and passes_ >= 1):
-        raise ValueError(f"rem passes must be an integer >= 1, got {passes_!r}")
-    if not (isinstance(max_flush, int) and max_flush >= 0):
-        raise ValueError(f"rem max_flush_passes must be an integer >= 0, got {max_flush!r}")
-    if not 0.0 <= hp["threshold"] <= 1.0:
-        raise ValueError(f"rem threshold is a fraction in [0, 1], got {hp['threshold']!r}")
-    if hp["steps"] is not None and hp["steps"] < 1:
-        raise ValueError(f"rem steps must be >= 1 or null, got {hp['steps']!r}")
+    beta, passes_ = hp["beta"], hp["passes"]
 
     wide, origin = spare_capacity(task, hp)
     wide.shared_mask_for(task.forget_idx)

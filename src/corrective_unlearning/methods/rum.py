@@ -43,34 +43,28 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Literal, Optional, Union
 
 import torch
 from torch import nn
 
+from ..proxies import PROXIES
+from ..proxies.entanglement import entanglement_score
 from ..runtime import Stopwatch
-from . import METHODS, Method
+from . import METHODS, ConfigError, Method, Param, summary_of
 from .task import Task, Unlearned
 
 NONE = "none"  # a step that leaves the model unchanged
 ES_RETAIN_SAMPLES = 5000  # retain samples (at most) the per-step entanglement score is computed on
 SHUFFLE_SEED = 101  # offset added to the task's seed for the shuffle control's permutation
 
-DEFAULTS = {
+PARAMS = {
     "proxy": "confidence",
-    "proxy_params": {},
-    "subsets": 3,
-    "steps": [NONE, "cf", "salun"],
-    "step_hparams": [{}, {}, {}],
-    "order": "memorization",
-    "method": None,
-}
-TYPES = {
-    "proxy_params": dict,
-    "steps": list[str],
-    "step_hparams": Union[list[dict], dict],
-    "order": Literal["memorization", "shuffle"],
-    "method": Optional[str],
+    "proxy_params": Param(dict, {}),
+    "subsets": Param(int, 3, low=1),
+    "steps": Param(list[str], [NONE, "cf", "salun"]),
+    "step_hparams": Param(list[dict] | dict, [{}, {}, {}]),
+    "order": Param(str, "memorization", choices=("memorization", "shuffle")),
+    "method": Param(str, None, nullable=True),
 }
 # The paper's comparison, kept short (a CPU recipe runs every point): full RUM (none -> CF -> SalUn, CIFAR-10's
 # best) and RUM^F with NegGrad+ (CIFAR-100's best), each against its shuffle control.
@@ -113,12 +107,7 @@ def subset_labels(order: str, k: int) -> list[str]:
 def plan(hp: dict) -> list[tuple[str, dict]]:
     """(method name, resolved hyperparameters) per subset, low to high; ``("none", {})`` for a step that does
     nothing. Raises a ConfigError naming the step for a wrong length, name or hyperparameter, or a wrong proxy."""
-    from ..config import ConfigError  # late: config imports the training layer
-    from ..proxies import PROXIES
-
     k = hp["subsets"]
-    if k < 1:
-        raise ConfigError(f"method rum: subsets must be >= 1, got {k}")
     try:
         PROXIES.get(hp["proxy"]).resolve(hp["proxy_params"])
     except KeyError as error:
@@ -190,8 +179,6 @@ def proxy_range(scores: torch.Tensor | None, subset: torch.Tensor) -> dict | Non
 def step_entanglement(task: Task, model: nn.Module, subset: torch.Tensor, retain: torch.Tensor) -> tuple[float, int]:
     """ES between ``subset`` and ``retain`` in ``model``'s penultimate space, on all of ``subset`` and a seeded
     subsample of at most ``ES_RETAIN_SAMPLES`` of ``retain``; returns (ES, retain samples used)."""
-    from ..proxies.entanglement import entanglement_score
-
     sample = retain.cpu()
     if len(sample) > ES_RETAIN_SAMPLES:
         generator = torch.Generator().manual_seed(task.seed)
@@ -259,5 +246,4 @@ def rum(task: Task, hp: dict) -> Unlearned:
     return Unlearned(task.copy_original() if current is task.original else current, notes)
 
 
-METHODS.register("rum")(MetaMethod("rum", rum, dict(DEFAULTS), dict(GRID),
-                                   " ".join(rum.__doc__.strip().split("\n\n")[0].split()), dict(TYPES)))
+METHODS.register("rum")(MetaMethod("rum", rum, PARAMS, dict(GRID), summary_of(rum), style=("maroon", "8")))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import method
+from . import Param, method
 from .random_label import fit_random_labels
 from .task import Task, Unlearned
 
@@ -55,8 +55,9 @@ def saliency_mask(saliency: list[torch.Tensor], threshold: float) -> list[torch.
     return [m.view_as(s) for m, s in zip(kept.split([s.numel() for s in saliency]), saliency)]
 
 
-@method("salun", defaults={"threshold": 0.5, "epochs": 10, "lr": 0.1, "steps": None},
-        grid={"lr": [0.1, 0.025, 0.013]})
+@method("salun", params={"threshold": Param(float, 0.5, low=0, high=1, doc="the fraction of weights kept"),
+                         "epochs": 10, "lr": 0.1, "steps": None},
+        grid={"lr": [0.1, 0.025, 0.013]}, style=("tab:cyan", "p"))
 def salun(task: Task, hp: dict) -> Unlearned:
     """SalUn: Random-label training of only the top `threshold` fraction of weights by forget-loss gradient
     magnitude; the others stay bit-identical to M_o (threshold 0.5, 10 epochs, lr 0.1).

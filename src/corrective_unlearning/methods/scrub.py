@@ -9,15 +9,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..training import Batch, LossFn, Reference
-from . import method
+from . import Param, method
 from .common import frozen_teacher, kl_to_teacher
 from .task import Task, Unlearned
 
 
-@method("scrub", defaults={"variant": "original", "lr": None, "alpha": 0.001, "gamma": 0.99, "temperature": 4.0,
-                           "epochs": 3, "msteps": 2, "forget_batch": 64, "retain_batch": 128, "steps": None,
-                           "max_steps": 100},
-        grid={"variant": ["bench"], "alpha": [0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10]})
+@method("scrub", params={"variant": Param(str, "original", choices=("original", "bench")), "lr": None,
+                         "alpha": 0.001, "gamma": 0.99, "temperature": 4.0, "epochs": 3, "msteps": 2,
+                         "forget_batch": 64, "retain_batch": 128, "steps": None, "max_steps": 100},
+        grid={"variant": ["bench"], "alpha": [0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10]}, style=("tab:purple", "^"))
 def scrub(task: Task, hp: dict) -> Unlearned:
     """SCRUB (variant original: SGD lr 5e-4, max-steps on S_f in the first msteps of `epochs` epochs,
     min-steps gamma*CE + alpha*KL on the retain set, T 4; bench: 1000 steps at lr 0.0025, alternating a pass
@@ -28,8 +28,6 @@ def scrub(task: Task, hp: dict) -> Unlearned:
     a step, so with the defaults the ascent runs a handful of times in the first 100 steps, each followed by
     a full epoch of descent on the retain set."""
     variant = hp["variant"]
-    if variant not in ("original", "bench"):
-        raise ValueError(f"scrub variant must be 'original' or 'bench', got {variant!r}")
     lr = hp["lr"] or (5e-4 if variant == "original" else 0.0025)
     recipe = task.recipe.replace(lr=lr)
     t, alpha, gamma = hp["temperature"], hp["alpha"], hp["gamma"]

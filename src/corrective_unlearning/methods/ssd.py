@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import method
+from . import AutoCandidate, Param, method
 from .task import Task, Unlearned
 
 ALPHAS = [0.1, 1, 10, 50, 100, 500, 1e3, 1e4, 1e5, 1e6]
@@ -63,10 +63,6 @@ def importance_pool(task: Task, hp: dict) -> torch.Tensor:
 def importances(task: Task, hp: dict) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """(I_f, I_D), computed once per deletion set and shared by the whole alpha/lambda grid."""
     batch_size, samples = hp["batch_size"], hp["importance_samples"]
-    if not (isinstance(batch_size, int) and batch_size >= 1):
-        raise ValueError(f"ssd batch_size must be an integer >= 1, got {batch_size!r}")
-    if samples is not None and not (isinstance(samples, int) and samples >= 1):
-        raise ValueError(f"ssd importance_samples must be null (every sample) or an integer >= 1, got {samples!r}")
     key = ("ssd-importances", hp["importance_data"], batch_size, samples)
     return task.shared(key, lambda: (importance(task, task.original, task.forget_idx, batch_size),
                                      importance(task, task.original, importance_pool(task, hp), batch_size)))
@@ -143,9 +139,14 @@ def equivalence_key(hp: dict) -> tuple | None:
 
 @method(
     "ssd",
-    defaults={"alpha": 10.0, "lambda": None, "lambda_ratio": 0.1, "alpha_scale": "absolute",
-              "importance_data": "retain", "batch_size": 64, "importance_samples": None},
+    params={"alpha": 10.0, "lambda": None, "lambda_ratio": 0.1,
+            "alpha_scale": Param(str, "absolute", choices=("absolute", "relative")),
+            "importance_data": Param(str, "retain", choices=("retain", "train")), "batch_size": Param(int, 64, low=1),
+            "importance_samples": Param(int, None, low=1, nullable=True, doc="null: every sample")},
     grid={"alpha": ALPHAS, "lambda_ratio": LAMBDA_RATIOS},
+    style=("tab:green", "D"),
+    auto=AutoCandidate(1, {"params": {"alpha_scale": "relative", "lambda_ratio": 0.1},
+                           "grid": {"alpha": [10, 20, 45]}}),
 )
 def selective_synaptic_dampening(task: Task, hp: dict) -> Unlearned:
     """Selective synaptic dampening: shrink weights far more important to S_f than to the data (alpha,
@@ -155,10 +156,6 @@ def selective_synaptic_dampening(task: Task, hp: dict) -> Unlearned:
     ``alpha_scale="relative"`` (an extension, not the paper's SSD) measures alpha and lambda in units of
     :func:`importance_ratio`, so one grid transfers between models that fit S_f more or less tightly.
     """
-    if hp["importance_data"] not in ("retain", "train"):
-        raise ValueError(f"ssd importance_data must be 'retain' or 'train', got {hp['importance_data']!r}")
-    if hp["alpha_scale"] not in ("absolute", "relative"):
-        raise ValueError(f"ssd alpha_scale must be 'absolute' or 'relative', got {hp['alpha_scale']!r}")
     forget_imp, data_imp = importances(task, hp)
     lam = effective_lambda(hp)
     ratio = importance_ratio(forget_imp, data_imp)

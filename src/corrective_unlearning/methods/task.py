@@ -17,7 +17,14 @@ from torch import nn
 
 from ..runtime import Runtime, Stopwatch
 from ..training import ImageBank, Recipe, train
-from ..training.trainer import Loop, LossFn, Reference, TrainLog, cross_entropy, step_order
+from ..training.trainer import (
+    Loop,
+    LossFn,
+    Reference,
+    TrainLog,
+    cross_entropy,
+    step_order,
+)
 
 
 @dataclass
@@ -140,7 +147,9 @@ class Task:
         """Penultimate embeddings (the input of ``model``'s last ``nn.Linear``; float32 CPU ``[N, D]``, row ``k``
         for ``indices[k]``) of training samples rendered exactly as in training, trigger included, without
         augmentation, in eval mode (the model's mode is restored)."""
-        from ..proxies.entanglement import penultimate_embeddings  # late: proxies import the training layer
+        from ..proxies.entanglement import (
+            penultimate_embeddings,  # late: proxies import the training layer
+        )
 
         indices = torch.as_tensor(indices, dtype=torch.long).to(self.device)
         return penultimate_embeddings(model, self.bank, indices, self.runtime, stamp=self._triggered[indices])

@@ -13,7 +13,7 @@ MEMORIZED:
 original model and parameters, storing them beside the cached model (``originals/proxies/<key>.safetensors``).
 
 Adding a proxy is one file here with a function ``(original, setting, runtime, info, **params) -> scores``
-decorated with ``@proxy("name", defaults={...})``.
+decorated with ``@proxy("name", params={...})`` (each a default or a :class:`~corrective_unlearning.checks.Param`).
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..checks import Param, check_values, declare, defaults_of
 from ..registry import Registry
 from .store import MissingProxyError, entry_name, load_stored, remember, remembered, store
 
@@ -31,26 +32,29 @@ from .store import MissingProxyError, entry_name, load_stored, remember, remembe
 class Proxy:
     name: str
     compute: Callable[..., torch.Tensor]  # (original, setting, runtime, info, **params) -> scores
-    defaults: dict = field(default_factory=dict)
+    params: dict[str, Param] = field(default_factory=dict)
     recorded: bool = False  # recorded during training: read, never computed afterwards
     summary: str = ""
 
-    def resolve(self, params: dict) -> dict:
-        """Defaults overlaid with ``params``; an unknown name is an error."""
-        unknown = sorted(set(params) - set(self.defaults))
-        if unknown:
-            raise ValueError(f"proxy {self.name} has no parameter(s) {unknown}; "
-                             f"it takes {sorted(self.defaults) or 'none'}")
-        return {**self.defaults, **params}
+    @property
+    def defaults(self) -> dict:
+        return defaults_of(self.params)
+
+    def resolve(self, params: dict | None) -> dict:
+        """Defaults overlaid with ``params``, each checked against its declaration (a ConfigError, a ValueError)."""
+        return check_values(params, self.params, where=f"proxy {self.name}",
+                            label=lambda key: f"proxy {self.name}: parameter {key!r}")
 
 
 PROXIES: Registry[Proxy] = Registry("proxy")
 
 
-def proxy(name: str, defaults: dict | None = None, recorded: bool = False, summary: str = ""):
-    """Register ``fn(original, setting, runtime, info, **params) -> scores`` as proxy ``name``."""
+def proxy(name: str, params: dict | None = None, recorded: bool = False, summary: str = ""):
+    """Register ``fn(original, setting, runtime, info, **params) -> scores`` as proxy ``name``; ``params``
+    declares its parameters, each a Param or a bare default (:func:`~corrective_unlearning.checks.declare`)."""
     def decorator(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-        PROXIES.register(name)(Proxy(name, fn, dict(defaults or {}), recorded, summary or (fn.__doc__ or "")))
+        declared = {key: declare(key, d) for key, d in (params or {}).items()}
+        PROXIES.register(name)(Proxy(name, fn, declared, recorded, summary or (fn.__doc__ or "")))
         return fn
 
     return decorator

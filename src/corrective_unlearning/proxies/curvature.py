@@ -64,7 +64,7 @@ def curvature_scores(original: nn.Module, setting, runtime, h: float = 0.01,
     return over_training_split(torch.cat(values) if values else torch.empty(0), idx, len(m.labels))
 
 
-@proxy("curvature", defaults={"h": 0.01},
+@proxy("curvature", params={"h": 0.01},
        summary="CURE input loss curvature ||grad L(x + z) - grad L(x)||^2 of the original")
 def _curvature(original: nn.Module, setting, runtime, info: dict, h: float) -> torch.Tensor:
     del info

@@ -85,7 +85,7 @@ def original_recipe(info: dict) -> Recipe:
     return recipe if isinstance(recipe, Recipe) else Recipe(**recipe)
 
 
-@proxy("heldout", defaults={"epochs": 10, "lr": None, "seed": 0, "augment": True},
+@proxy("heldout", params={"epochs": 10, "lr": None, "seed": 0, "augment": True},
        summary="symmetric KL between the original and a copy fine-tuned on the validation split")
 def _heldout(original: nn.Module, setting, runtime, info: dict, **params) -> torch.Tensor:
     return heldout_scores(original, setting, runtime, original_recipe(info), **params)

@@ -18,19 +18,13 @@ matplotlib.use("Agg")  # files only: never needs a display, safe on headless mac
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..methods import METHODS  # noqa: E402
 from ..runner.spec import ORIGINAL  # noqa: E402
 
 DPI = 120
 PANEL_WIDTH = 4.2  # inches
 
-# Fixed styles for the paper's methods, so every figure of every run reads the same; others hash into tab20.
-_STYLES = {
-    ORIGINAL: ("black", ""), "eu": ("tab:blue", "o"), "cf": ("tab:orange", "s"), "ssd": ("tab:green", "D"),
-    "badt": ("tab:red", "X"), "scrub": ("tab:purple", "^"), "neggrad": ("tab:brown", "v"),
-    "neggrad+": ("tab:pink", "<"), "random_label": ("tab:olive", ">"), "salun": ("tab:cyan", "p"),
-    "l1_sparse": ("tab:gray", "h"), "npo": ("gold", "*"), "potion": ("teal", "P"), "rem": ("navy", "d"),
-    "rum": ("maroon", "8"),
-}
+ORIGINAL_STYLE = ("black", "")
 _MARKERS = "osD^v<>pPX*h"
 
 
@@ -46,9 +40,14 @@ class Curve:
 
 
 def method_style(method: str) -> dict:
-    """Deterministic color and marker for a method (crc32, not hash(): stable across processes)."""
-    if method in _STYLES:
-        color, marker = _STYLES[method]
+    """Deterministic color and marker for a method: the fixed style it declares on its registration (``style=``),
+    so every figure of every run reads the same, else one hashed into tab20 (crc32, not hash(): stable across
+    processes)."""
+    declared = METHODS.get(method).style if method in METHODS else None
+    if method == ORIGINAL:
+        color, marker = ORIGINAL_STYLE
+    elif declared is not None:
+        color, marker = declared
     else:
         key = zlib.crc32(method.encode())
         color, marker = plt.get_cmap("tab20")(key % 20), _MARKERS[key % len(_MARKERS)]

@@ -26,7 +26,7 @@ from typing import Iterator
 
 from ..config import ConfigError, RunConfig, apply_overrides, from_dict, read_yaml
 from ..forget_sets import ForgetSetSpec, parse_forget_sets
-from ..methods import METHODS, expand_grid, hparams_key
+from ..methods import METHODS, expand_settings, hparams_key
 from ..references import REFERENCES
 
 ORIGINAL = "original"
@@ -140,10 +140,7 @@ class GridConfig(RunConfig):
         if unknown:
             raise ConfigError(f"methods.{name}: unknown key(s) {unknown}; expected 'grid', 'params' and/or "
                               f"'expand'")
-        grid = options.get("grid", spec.grid) or {}
-        points = [p for g in (grid if isinstance(grid, list) else [grid]) for p in expand_grid(g)]
-        points = list({hparams_key(p): p for p in points}.values())  # a setting listed twice runs once
-        settings = [{**options.get("params", {}), **point} for point in points]
+        settings = expand_settings(options.get("grid", spec.grid) or {}, options.get("params"))
         for setting in settings:
             spec.resolve(setting)  # raises on unknown hyperparameter names
         return settings

@@ -27,7 +27,7 @@ fits (embedding for poison, label issues for random labels) and mixes two that c
 Entry points: :func:`suspects` (your model, training data and flagged indices, as
 :func:`~corrective_unlearning.correct` takes them) and :func:`rank_suspects` (an image bank and a runtime, as the
 grid holds them). Adding a ranking is one file here (imported at the bottom of this one) with a function
-``(features, flagged_mask, *, seed, notes, **params) -> scores`` decorated with ``@ranking("name", defaults={...})``;
+``(features, flagged_mask, *, seed, notes, **params) -> scores`` decorated with ``@ranking("name", params={...})``;
 it must give every row a finite score, flagged rows their leave-one-out score, and may write hints into ``notes``.
 
 The embedding is the input of the model's last ``nn.Linear`` (a forward hook: any classifier whose last linear
@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..checks import Param, check_values, declare, defaults_of
 from ..inputs import flagged_indices, training_data
 from ..registry import Registry
 from ..runtime import Runtime, Stopwatch
@@ -73,31 +74,41 @@ class Features:
 class Ranking:
     name: str
     score: Callable[..., torch.Tensor]  # (features, flagged_mask, *, seed, notes, **params) -> float scores [N]
-    defaults: dict
+    params: dict[str, Param]
     summary: str
     needs: tuple = ()  # optional packages it imports
 
+    @property
+    def defaults(self) -> dict:
+        return defaults_of(self.params)
+
     def resolve(self, params: dict | None) -> dict:
-        params = dict(params or {})
-        unknown = sorted(set(params) - set(self.defaults))
-        if unknown:
-            raise ValueError(f"ranking {self.name} has no parameter(s) {unknown}; it takes "
-                             f"{sorted(self.defaults) or 'none'}")
-        return {**self.defaults, **params}
+        """Defaults overlaid with ``params``, each checked against its declaration (a ConfigError, a ValueError)."""
+        return check_values(params, self.params, where=f"ranking {self.name}",
+                            label=lambda key: f"ranking {self.name}: parameter {key!r}")
 
 
 RANKINGS: Registry[Ranking] = Registry("ranking")
 
 
-def ranking(name: str, defaults: dict | None = None, needs: tuple = ()):
+def ranking(name: str, params: dict | None = None, needs: tuple = ()):
     """Register ``fn(features, flagged_mask, *, seed, notes, **params) -> scores`` (float, one per row, higher =
-    more suspect; flagged rows get their leave-one-out score) as ranking ``name``."""
+    more suspect; flagged rows get their leave-one-out score) as ranking ``name``; ``params`` declares its
+    parameters, each a Param or a bare default (:func:`~corrective_unlearning.checks.declare`)."""
     def decorator(fn):
         summary = " ".join((fn.__doc__ or "").strip().split("\n\n")[0].split())
-        RANKINGS.register(name)(Ranking(name, fn, dict(defaults or {}), summary, tuple(needs)))
+        declared = {key: declare(key, d) for key, d in (params or {}).items()}
+        RANKINGS.register(name)(Ranking(name, fn, declared, summary, tuple(needs)))
         return fn
 
     return decorator
+
+
+# combined's parameters (it is no registered ranking: it combines them).
+COMBINED_PARAMS = {
+    "rankings": Param(list[str], doc="the rankings to combine; default: every registered one"),
+    "weights": Param(str, "self_check", choices=("self_check", "equal"), doc="self_check: by each one's AUC"),
+}
 
 
 def ranking_names() -> list[str]:
@@ -187,15 +198,11 @@ def rank_features(features: Features, rows: torch.Tensor, flagged_mask: torch.Te
     if unknown:
         raise ValueError(f"params: unknown ranking(s) {unknown}; expected some of {ranking_names()}")
     if ranking == COMBINED:
-        options = {"rankings": RANKINGS.names(), "weights": "self_check", **params.get(COMBINED, {})}
-        extra = sorted(set(options) - {"rankings", "weights"})
-        if extra:
-            raise ValueError(f"ranking combined has no parameter(s) {extra}; it takes ['rankings', 'weights']")
-        components = list(options["rankings"])
+        options = check_values(params.get(COMBINED), COMBINED_PARAMS, where=f"ranking {COMBINED}",
+                               label=lambda key: f"ranking {COMBINED}: parameter {key!r}")
+        components = list(options.get("rankings", RANKINGS.names()))
         if not components or len(set(components)) != len(components) or COMBINED in components:
             raise ValueError(f"combined: rankings must be distinct names among {RANKINGS.names()}, got {components}")
-        if options["weights"] not in ("self_check", "equal"):
-            raise ValueError(f"combined: weights must be 'self_check' or 'equal', got {options['weights']!r}")
     elif ranking in RANKINGS:
         components = [ranking]
     else:
@@ -254,7 +261,9 @@ def features_of(model: nn.Module, bank, labels: torch.Tensor, indices: torch.Ten
     """:class:`Features` of ``bank[indices]`` from one eval-mode forward pass of ``model`` (unshuffled, no
     augmentation; ``stamp`` as in :func:`~corrective_unlearning.evaluation.predict.logits`)."""
     from ..proxies.entanglement import (  # lazy: keeps proxies (and its cache) out of `import corrective_unlearning`
-        embeddings_and_logits, last_linear)
+        embeddings_and_logits,
+        last_linear,
+    )
 
     embeddings, outputs = embeddings_and_logits(model, bank, indices, runtime, stamp, batch_size)
     head = last_linear(model)

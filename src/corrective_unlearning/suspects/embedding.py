@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import torch
 
+from ..checks import Param
 from . import Features, ranking
 
 NO_NEIGHBOUR = -2.0  # below any cosine similarity
 
 
-@ranking("embedding", defaults={"k": 5, "same_label": True, "chunk": 4096})
+@ranking("embedding", params={"k": Param(int, 5, low=1), "same_label": True, "chunk": Param(int, 4096, low=1)})
 def embedding_scores(features: Features, flagged: torch.Tensor, *, seed: int, notes: dict, k: int,
                      same_label: bool, chunk: int) -> torch.Tensor:
     """Mean cosine similarity to the k nearest flagged samples of the same given label, in the penultimate
     embedding of the original model."""
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"embedding: k must be a positive integer, got {k!r}")
     z = torch.nn.functional.normalize(features.embeddings.double(), dim=1)
     flagged_rows = torch.nonzero(flagged).flatten()
     z_f, y_f = z[flagged_rows], features.labels[flagged_rows]

@@ -19,7 +19,6 @@ import torch
 
 from . import COMBINED, Suspects, rank_suspects
 
-
 # Rankings computed in this process: (original's cache key, deletion set hash, ranking, params, seed) -> Suspects,
 # so a benchmark that ranks before it runs the grid does not pay twice (the seconds stay those measured).
 _COMPUTED: dict[tuple, Suspects] = {}

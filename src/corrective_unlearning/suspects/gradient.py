@@ -29,7 +29,7 @@ def last_layer_gradients(features: Features) -> torch.Tensor:
     return torch.cat([grads, r], dim=1) if features.bias else grads
 
 
-@ranking("gradient", defaults={})
+@ranking("gradient", params={})
 def gradient_scores(features: Features, flagged: torch.Tensor, *, seed: int, notes: dict) -> torch.Tensor:
     """Cosine of each sample's last-layer loss gradient with the flagged set's mean gradient."""
     r, z = residuals(features), features.embeddings.double()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..checks import Param
 from . import Features, ranking
 
 
@@ -44,7 +45,9 @@ def out_of_sample_probabilities(embeddings: np.ndarray, labels: np.ndarray, fold
     return cross_val_predict(probe, embeddings, labels, cv=splits, method="predict_proba")
 
 
-@ranking("label_issues", defaults={"folds": 5, "max_iter": 200, "C": 1.0}, needs=("cleanlab", "scikit-learn"))
+@ranking("label_issues", params={"folds": Param(int, 5, low=2), "max_iter": Param(int, 200, low=1),
+                                 "C": Param(float, 1.0, low=0, closed="neither", doc="inverse regularisation")},
+         needs=("cleanlab", "scikit-learn"))
 def label_issue_scores(features: Features, flagged: torch.Tensor, *, seed: int, notes: dict, folds: int,
                        max_iter: int, C: float) -> torch.Tensor:
     """1 - cleanlab's label quality, on out-of-fold probabilities of a logistic-regression probe on the

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
 import torch
 
+from ..checks import ConfigError, Param, check_values, field_params
 from ..runtime import seeded_generator
 
 
@@ -28,7 +30,7 @@ def attack_labels(labels: torch.Tensor, target: int | str, num_classes: int) -> 
     return torch.full_like(labels, int(target))
 
 
-class TriggerError(ValueError):
+class TriggerError(ConfigError):
     """A trigger parameter is out of range; the message names the parameter, the value and the valid range."""
 
 
@@ -58,9 +60,16 @@ class TriggerContext:
 
 class Trigger:
     """Base class of the registered triggers. Subclasses are frozen dataclasses (equal when their parameters are)
-    and implement :meth:`stamp`; :meth:`build` turns a config's parameters into an instance."""
+    and implement :meth:`stamp`; :meth:`build` turns a config's parameters into an instance. Their parameters are
+    their init fields (not starting with ``_``): the annotation is the type, and a field made with
+    :func:`~corrective_unlearning.checks.param` declares a range or choices; every instance is checked against
+    them when it is made (a subclass with checks of its own calls ``super().__post_init__()`` first)."""
 
     name: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        declared = trigger_params(type(self))
+        check_params(self.name, {key: getattr(self, key) for key in declared}, declared, f"trigger {self.name}")
 
     @classmethod
     def build(cls, context: TriggerContext, **params: Any) -> "Trigger":
@@ -115,22 +124,17 @@ class Trigger:
                                       if f.init and not f.name.startswith("_")}}
 
 
-def check_range(name: str, value, low=None, high=None, *, trigger: str, integer: bool = False) -> None:
-    """One-line TriggerError unless ``low <= value <= high`` (and an integer when asked)."""
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        kind = "an integer" if integer else "a number"
-        raise TriggerError(f"trigger {trigger}: {name} must be {kind}, got {value!r}")
-    if value != value or value in (float("inf"), float("-inf")):
-        raise TriggerError(f"trigger {trigger}: {name} must be a finite number, got {value!r}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        span = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
-        raise TriggerError(f"trigger {trigger}: {name} must be in {span}, got {value!r}")
+@functools.cache
+def trigger_params(cls: type[Trigger]) -> dict[str, Param]:
+    """Trigger class ``cls``'s declared parameters, in field order (made once per class)."""
+    return field_params(cls)
 
 
-def check_choice(name: str, value, choices, *, trigger: str) -> None:
-    if value not in choices:
-        raise TriggerError(f"trigger {trigger}: {name} must be one of {list(choices)}, got {value!r}")
+def check_params(trigger: str, params: dict, declared: dict[str, Param], where: str) -> dict:
+    """One-line TriggerError unless ``params`` satisfy ``declared``, trigger ``trigger``'s declarations:
+    ``trigger wanet: k must be in [2, 9], got 10``; ``where`` starts the message of an unknown name."""
+    return check_values(params, declared, where=where, owner=f"trigger {trigger}", phrasing="must be",
+                        error=TriggerError)
 
 
 def to_pixels(values: torch.Tensor) -> torch.Tensor:

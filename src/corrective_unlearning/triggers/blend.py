@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,24 +23,18 @@ import numpy as np
 import torch
 
 from . import TRIGGERS
-from .base import Trigger, TriggerContext, TriggerError, check_range, sample_generator, to_pixels
+from ..checks import param
+from .base import Trigger, TriggerContext, TriggerError, sample_generator, to_pixels
 
 NOISE = "noise"
 SALT = zlib.crc32(b"blend")  # the noise pattern's stream, apart from any other trigger's
 
 
-def check_open_range(name: str, value, high: float, *, trigger: str) -> None:
-    """One-line TriggerError unless ``value`` is a finite number in ``(0, high]``."""
-    check_range(name, value, trigger=trigger)  # a number (bool excluded)
-    if not (math.isfinite(value) and 0 < value <= high):
-        raise TriggerError(f"trigger {trigger}: {name} must be in (0, {high}], got {value!r}")
-
-
 @TRIGGERS.register("blend")
 @dataclass(frozen=True)
 class Blend(Trigger):
-    alpha: float = 0.2
-    test_alpha: float | None = None
+    alpha: float = param(0.2, low=0, high=1, closed="right")
+    test_alpha: float | None = param(None, low=0, high=1, closed="right")
     pattern: str = NOISE
 
     _pattern: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
@@ -50,12 +43,7 @@ class Blend(Trigger):
     name = "blend"
 
     def __post_init__(self) -> None:
-        check_open_range("alpha", self.alpha, 1, trigger="blend")
-        if self.test_alpha is not None:
-            check_open_range("test_alpha", self.test_alpha, 1, trigger="blend")
-        if not isinstance(self.pattern, str):
-            raise TriggerError(f"trigger blend: pattern must be '{NOISE}' or the path of an image file, "
-                               f"got {self.pattern!r}")
+        super().__post_init__()
         if self.pattern != NOISE and not Path(self.pattern).expanduser().is_file():
             raise TriggerError(f"trigger blend: pattern must be '{NOISE}' or the path of an image file, "
                                f"got {self.pattern!r} (no such file)")

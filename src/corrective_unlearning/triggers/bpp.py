@@ -18,18 +18,16 @@ from dataclasses import dataclass
 import torch
 
 from . import TRIGGERS
-from .base import Trigger, check_range, to_pixels
+from ..checks import param
+from .base import Trigger, to_pixels
 
 
 @TRIGGERS.register("bpp")
 @dataclass(frozen=True)
 class Bpp(Trigger):
-    levels: int = 8
+    levels: int = param(8, low=2, high=255)
 
     name = "bpp"
-
-    def __post_init__(self) -> None:
-        check_range("levels", self.levels, 2, 255, trigger="bpp", integer=True)
 
     def stamp(self, images: torch.Tensor, indices: torch.Tensor | None = None) -> torch.Tensor:
         del indices  # a pointwise map, the same on every image

@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 import torch
 
 from . import TRIGGERS
-from .base import Trigger, TriggerContext, TriggerError, check_range, to_pixels
+from ..checks import param
+from .base import Trigger, TriggerContext, TriggerError, to_pixels
 
 REFERENCE_WINDOW = 32
 POSITIONS = ((15, 15), (31, 31))  # BackdoorBench's pos_list, in a 32 x 32 block
@@ -62,21 +63,13 @@ def scaled_position(p: int, n: int) -> int:
 @TRIGGERS.register("ftrojan")
 @dataclass(frozen=True)
 class FTrojan(Trigger):
-    magnitude: float = 30
-    window_size: int = 32
+    magnitude: float = param(30, low=0)
+    window_size: int = param(32, low=2)
     yuv: bool = True
 
     _on_device: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     name = "ftrojan"
-
-    def __post_init__(self) -> None:
-        check_range("magnitude", self.magnitude, 0, None, trigger="ftrojan")
-        if not math.isfinite(self.magnitude):
-            raise TriggerError(f"trigger ftrojan: magnitude must be finite, got {self.magnitude!r}")
-        check_range("window_size", self.window_size, 2, None, trigger="ftrojan", integer=True)
-        if not isinstance(self.yuv, bool):
-            raise TriggerError(f"trigger ftrojan: yuv must be true or false, got {self.yuv!r}")
 
     @classmethod
     def build(cls, context: TriggerContext, **params) -> "FTrojan":

@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from . import TRIGGERS
-from .base import Trigger, TriggerContext, TriggerError, check_range, sample_generator, to_pixels
+from ..checks import param
+from .base import Trigger, TriggerContext, TriggerError, sample_generator, to_pixels
 
 START_SALT = 0x4C4301  # the random start of the PGD, when asked for
 PGD_BATCH = 256
@@ -39,12 +40,12 @@ CORNER = ((1, 0, 0), (0, 1, 0), (1, 0, 1))
 @TRIGGERS.register("lc")
 @dataclass(frozen=True)
 class LabelConsistent(Trigger):
-    eps: float = 16.0
-    steps: int = 100
-    step_size: float = 1.5
+    eps: float = param(16.0, low=0, high=255)
+    steps: int = param(100, low=0)
+    step_size: float = param(1.5, low=0, high=255)
     random_start: bool = False
-    patch_size: int = 3
-    value: int = 255
+    patch_size: int = param(3, low=1)
+    value: int = param(255, low=0, high=255)
 
     # Derived in build: the perturbed poisoned images (uint8 [M, C, H, W]) and a lookup training index -> their row
     # (-1: not perturbed).
@@ -53,15 +54,6 @@ class LabelConsistent(Trigger):
     _on_device: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     name = "lc"
-
-    def __post_init__(self) -> None:
-        check_range("eps", self.eps, 0, 255, trigger="lc")
-        check_range("steps", self.steps, 0, None, trigger="lc", integer=True)
-        check_range("step_size", self.step_size, 0, 255, trigger="lc")
-        if not isinstance(self.random_start, bool):
-            raise TriggerError(f"trigger lc: random_start must be true or false, got {self.random_start!r}")
-        check_range("patch_size", self.patch_size, 1, None, trigger="lc", integer=True)
-        check_range("value", self.value, 0, 255, trigger="lc", integer=True)
 
     # ------------------------------------------------------------------------------------------------ build
     @classmethod

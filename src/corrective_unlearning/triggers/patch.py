@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 
 from . import TRIGGERS
-from .base import Trigger, TriggerError, check_choice, check_range
+from ..checks import param
+from .base import Trigger, TriggerError
 
 CORNERS = ("bottom-right", "bottom-left", "top-right", "top-left")
 PATTERNS = ("square", "checkerboard")
@@ -21,18 +22,12 @@ PATTERNS = ("square", "checkerboard")
 @TRIGGERS.register("patch")
 @dataclass(frozen=True)
 class Patch(Trigger):
-    size: int = 3
-    position: str = "bottom-right"
-    value: int = 255
-    pattern: str = "square"
+    size: int = param(3, low=1)
+    position: str = param("bottom-right", choices=CORNERS)
+    value: int = param(255, low=0, high=255)
+    pattern: str = param("square", choices=PATTERNS)
 
     name = "patch"
-
-    def __post_init__(self) -> None:
-        check_choice("position", self.position, CORNERS, trigger="patch")
-        check_range("size", self.size, 1, None, trigger="patch", integer=True)
-        check_range("value", self.value, 0, 255, trigger="patch", integer=True)
-        check_choice("pattern", self.pattern, PATTERNS, trigger="patch")
 
     def region(self, height: int, width: int) -> tuple[slice, slice]:
         if self.size > min(height, width):

@@ -18,24 +18,17 @@ from dataclasses import dataclass
 import torch
 
 from . import TRIGGERS
-from .base import Trigger, TriggerError, check_range, to_pixels
+from ..checks import param
+from .base import Trigger, to_pixels
 
 
 @TRIGGERS.register("sig")
 @dataclass(frozen=True)
 class Sig(Trigger):
-    delta: float = 40
-    frequency: float = 6
+    delta: float = param(40, low=0, high=255, closed="right")
+    frequency: float = param(6, low=0, closed="neither")
 
     name = "sig"
-
-    def __post_init__(self) -> None:
-        check_range("delta", self.delta, trigger="sig")
-        if not (math.isfinite(self.delta) and 0 < self.delta <= 255):
-            raise TriggerError(f"trigger sig: delta must be in (0, 255], got {self.delta!r}")
-        check_range("frequency", self.frequency, trigger="sig")
-        if not (math.isfinite(self.frequency) and self.frequency > 0):
-            raise TriggerError(f"trigger sig: frequency must be in (0, inf), got {self.frequency!r}")
 
     def signal(self, width: int, device: torch.device) -> torch.Tensor:
         """The ``[W]`` values added to each row, computed on ``device`` (no transfer)."""

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from . import TRIGGERS
-from .base import Trigger, TriggerContext, TriggerError, check_range, sample_generator, to_pixels
+from ..checks import Param, param
+from .base import Trigger, TriggerContext, TriggerError, check_params, sample_generator, to_pixels
 
 FIELD_SALT = 0x57414E01  # the warp field's stream
 NOISE_SALT = 0x57414E02  # the noise samples' choice and their per-sample grids
@@ -40,10 +41,10 @@ def identity_grid(height: int, width: int) -> torch.Tensor:
 @TRIGGERS.register("wanet")
 @dataclass(frozen=True)
 class WaNet(Trigger):
-    k: int = 4
-    strength: float = 0.5
-    grid_rescale: float = 1.0
-    cross_ratio: float = 2.0
+    k: int = param(4, low=2)
+    strength: float = param(0.5, low=0)
+    grid_rescale: float = param(1.0, low=0)  # and > 0, below (its message predates the open interval)
+    cross_ratio: float = param(2.0, low=0)
 
     # Derived in build: the warp grid [1, H, W, 2]; the noise samples' training indices (sorted), their grids
     # [M, H, W, 2], and a lookup training index -> row of that table (-1: not a noise sample).
@@ -56,18 +57,15 @@ class WaNet(Trigger):
     name = "wanet"
 
     def __post_init__(self) -> None:
-        check_range("k", self.k, 2, None, trigger="wanet", integer=True)
-        check_range("strength", self.strength, 0, None, trigger="wanet")
-        check_range("grid_rescale", self.grid_rescale, 0, None, trigger="wanet")
+        super().__post_init__()
         if self.grid_rescale <= 0:
             raise TriggerError(f"trigger wanet: grid_rescale must be > 0, got {self.grid_rescale!r}")
-        check_range("cross_ratio", self.cross_ratio, 0, None, trigger="wanet")
 
     @classmethod
     def build(cls, context: TriggerContext, **params) -> "WaNet":
         trigger = cls(**params)
         _, height, width = context.shape
-        check_range("k", trigger.k, 2, min(height, width), trigger="wanet", integer=True)
+        check_params("wanet", {"k": trigger.k}, {"k": Param(int, low=2, high=min(height, width))}, "trigger wanet")
         object.__setattr__(trigger, "_grid", trigger.warp_grid(height, width, sample_generator(context.seed,
                                                                                                  FIELD_SALT)))
         poisoned = context.poisoned.long()

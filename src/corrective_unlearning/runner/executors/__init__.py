@@ -16,11 +16,17 @@ import time
 from pathlib import Path
 from typing import Callable, Protocol
 
+from ...checks import Param, check_values
 from ..record import record_head
 from ..spec import Cell, GridConfig
 from ..store import ResultStore
 
 EXECUTORS = ("local", "ray")
+# Every executor's options, checked before any worker starts.
+OPTIONS = {
+    "workers": Param(int, None, low=1, nullable=True, doc="worker processes or actors; null: one per GPU"),
+    "retries": Param(int, 2, low=0, doc="resubmissions of a unit whose worker died"),
+}
 
 
 class Executor(Protocol):
@@ -31,16 +37,15 @@ class Executor(Protocol):
 def create_executor(name: str, config: GridConfig, out: str | Path, workers: int | None = None,
                     retries: int = 2) -> Executor:
     """The executor called ``name`` (``local`` or ``ray``) for one grid run."""
-    if retries < 0:
-        raise ValueError(f"retries: expected an integer >= 0, got {retries!r}")
-    if workers is not None and workers < 1:
-        raise ValueError(f"workers: expected an integer >= 1, got {workers!r}")
+    check_values({"workers": workers, "retries": retries}, OPTIONS, where="executor", label=str)
     if name == "local":
-        from .local import LocalExecutor
+        from .local import (
+            LocalExecutor,  # lazy: local imports Attempts from this module
+        )
 
         return LocalExecutor(config, out, workers, retries)
     if name == "ray":
-        from .ray import RayExecutor
+        from .ray import RayExecutor  # lazy: ray imports Attempts from this module
 
         return RayExecutor(config, out, workers, retries)
     raise ValueError(f"unknown executor {name!r}; expected one of {list(EXECUTORS)}")
