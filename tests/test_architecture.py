@@ -50,8 +50,9 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("suspects",),
     ("inputs",),  # the practitioner's data, flagged lists and model files; a benchmark run folder needs experiment
     ("methods", "experiment", "forget_sets", "references"),
+    ("config",),  # a config is checked when it loads: manipulations' parameters and recipe A's fields
     ("proxies", "manipulations", "cache"),
-    ("capacity", "evaluation", "config"),
+    ("capacity", "evaluation"),
     ("models", "training", "triggers", "data"),
     ("registry", "records", "runtime", "checks", "progress", "selection"),
 )
@@ -356,19 +357,11 @@ def test_every_unit_is_on_a_floor():
     assert not lines, _message("units missing from FLOORS", lines)
 
 
-@pytest.mark.xfail(strict=True, reason="config.py imports manipulations.check_params (in a function) from the "
-                                       "floor above it: one half of the config <-> manipulations circle; waits for "
-                                       "the config / checks.py refactor (if config ends up above manipulations, "
-                                       "move it in FLOORS instead)")
 def test_no_import_goes_up():
     lines = floor_violations()
     assert not lines, _message("imports against the floors (FLOORS, top to bottom)", lines)
 
 
-@pytest.mark.xfail(strict=True, reason="config <-> manipulations circle: config.py imports "
-                                       "manipulations.check_params, manipulations/__init__.py imports config's "
-                                       "ConfigError/check_type/describe_value (both in functions); waits for the "
-                                       "type checks to move to checks.py")
 def test_no_circle_between_units():
     lines = circle_violations()
     assert not lines, _message("circles between units", lines)
@@ -379,11 +372,6 @@ def test_no_private_name_from_another_package():
     assert not lines, _message("private names used from another package", lines)
 
 
-@pytest.mark.xfail(strict=True, reason="function-level imports without '# lazy: <reason>' in modules others are "
-                                       "restructuring: cache, config, forget_sets, manipulations, methods (__init__, "
-                                       "rum, task), progress, records, report/build, runner (cells, executors, run, "
-                                       "spec, store), suspects (expansion, label_issues), triggers/blend, "
-                                       "fix/output; waits for their merges")
 def test_every_function_level_import_says_why():
     lines = lazy_violations()
     assert not lines, _message("imports inside functions without a reason", lines)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -21,8 +22,14 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
+from .checks import ConfigError
 from .data.locate import cache_dir
-from .records import file_sha256, model_weights, write_json_atomic, write_safetensors_atomic
+from .records import (
+    file_sha256,
+    model_weights,
+    write_json_atomic,
+    write_safetensors_atomic,
+)
 
 CACHE_FORMAT = 1
 
@@ -134,9 +141,7 @@ class ModelCache:
 def check_cache_writable() -> Path:
     """The cache folder (``$CORRECTIVE_CACHE_DIR``, default ``~/.cache/corrective-unlearning``), made if missing;
     a one-line ConfigError when it cannot be made or written (checked by writing and removing a file in it)."""
-    import tempfile
 
-    from .config import ConfigError
 
     root = cache_dir()
     try:

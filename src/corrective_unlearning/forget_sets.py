@@ -39,6 +39,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from .checks import ConfigError, describe_value
+from .methods.rum import bin_bounds
+from .proxies import PROXIES, memorization_scores
+from .proxies.entanglement import entanglement_score, penultimate_embeddings
+from .runtime import Stopwatch
+
 MEMORIZATION_LEVELS = ("low", "medium", "high", "mixed")
 ENTANGLEMENT_LEVELS = ("low", "high")
 ENTANGLEMENT, RANDOM = "entanglement", "random"
@@ -73,8 +79,6 @@ class ForgetSetSpec:
 def parse_forget_sets(entries, where: str = "forget_sets") -> list[ForgetSetSpec]:
     """Validate a config's ``forget_sets`` list; raises :class:`~corrective_unlearning.config.ConfigError` naming
     the entry. Labels must be distinct (each set is one group of cells)."""
-    from .config import ConfigError, describe_value  # late: config imports the training layer
-    from .proxies import PROXIES
 
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{where}: expected a non-empty list of {{by, level, size}} entries, got "
@@ -145,7 +149,6 @@ def by_memorization(scores: torch.Tensor, candidates: torch.Tensor, level: str, 
     if level != "mixed":
         chosen = pick(level, size, idx)
     else:
-        from .methods.rum import bin_bounds
 
         edges = bin_bounds(size, 3)
         counts = dict(zip(("low", "medium", "high"), np.diff(edges)))
@@ -206,13 +209,11 @@ class ForgetSetSelector:
         return torch.sort(self.setting.train_idx.cpu()).values
 
     def scores(self, proxy: str) -> torch.Tensor:
-        from .proxies import memorization_scores
 
         return memorization_scores(proxy, self.setting, self.original, self.info, self.runtime)
 
     def embed(self, idx: torch.Tensor) -> torch.Tensor:
         """Penultimate embeddings of training indices ``idx`` (row k for idx[k]), as trained (trigger included)."""
-        from .proxies.entanglement import penultimate_embeddings
 
         return penultimate_embeddings(self.original, self.setting.train_bank, idx, self.runtime,
                                       stamp=self.setting.manipulated.triggered[idx])
@@ -236,7 +237,6 @@ class ForgetSetSelector:
         """The forget set's label and rule, its measured ES against a seeded subsample of the rest of the training
         split, its distance to the centroid of the training split's embeddings (see ``full_embeddings``) and a
         memorization proxy's range over it (an ``error`` where the proxy cannot be read)."""
-        from .proxies.entanglement import entanglement_score
 
         spec = _as_spec(spec)
         idx = self.candidates
@@ -281,7 +281,6 @@ def describe_forget_set(setting, original: nn.Module, info: dict, runtime, spec,
 
 def timed_selection(selector: ForgetSetSelector, spec: ForgetSetSpec, seed: int) -> tuple[torch.Tensor, dict]:
     """Select and describe, with the synchronised seconds each took (never in a method's time)."""
-    from .runtime import Stopwatch
 
     with Stopwatch(selector.runtime) as selecting:
         forget = selector.select(spec, seed)

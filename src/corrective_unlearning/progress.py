@@ -28,7 +28,9 @@ def progress_bar(total: int | None, desc: str = "", enabled: bool = True, *, ite
     ``iterable``."""
     stream = file if file is not None else sys.stderr
     if enabled and (_is_terminal(stream) or _notebook()):
-        from tqdm.auto import tqdm
+        from tqdm.auto import (
+            tqdm,  # lazy: tqdm's notebook detection is slow to import; only a terminal or notebook bar needs it
+        )
 
         return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave, file=file)
     return PlainProgress(total, desc, enabled=enabled, iterable=iterable, file=stream, interval=interval)
@@ -45,7 +47,9 @@ def _notebook() -> bool:
     """Output shown by a Jupyter kernel, where tqdm.auto draws a widget (its stderr is no terminal)."""
     if "ipykernel" not in sys.modules:
         return False
-    from tqdm.auto import tqdm
+    from tqdm.auto import (
+        tqdm,  # lazy: tqdm's notebook detection is slow to import; only a terminal or notebook bar needs it
+    )
 
     return any(cls.__module__ == "tqdm.notebook" for cls in tqdm.__mro__)
 

@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
+import yaml
+
 WRITTEN_BY = "corrective fix"  # record.json and model.json of a fix say so
 FIX_FILES = ("model.safetensors", "model.json", "record.json", "report.md", "flipped.csv")
 FIX_FIGURES = ("accuracy.png", "per-class.png", "candidates.png")
@@ -211,7 +213,6 @@ def _earlier_run(folder: Path) -> tuple[dict, float | None] | None:
     except (OSError, ValueError):
         pass
     if (folder / "config.yaml").is_file():
-        import yaml
 
         try:
             config = yaml.safe_load((folder / "config.yaml").read_text())

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
+from ..proxies.entanglement import penultimate_embeddings
 from ..runtime import Runtime, Stopwatch
 from ..training import ImageBank, Recipe, train
 from ..training.trainer import (
@@ -147,9 +148,6 @@ class Task:
         """Penultimate embeddings (the input of ``model``'s last ``nn.Linear``; float32 CPU ``[N, D]``, row ``k``
         for ``indices[k]``) of training samples rendered exactly as in training, trigger included, without
         augmentation, in eval mode (the model's mode is restored)."""
-        from ..proxies.entanglement import (
-            penultimate_embeddings,  # late: proxies import the training layer
-        )
 
         indices = torch.as_tensor(indices, dtype=torch.long).to(self.device)
         return penultimate_embeddings(model, self.bank, indices, self.runtime, stamp=self._triggered[indices])

@@ -37,7 +37,15 @@ import torch
 
 from ..cache import cache_key
 from ..data import load_dataset
-from ..experiment import OriginalInfo, Setting, build_setting, deletion_set, make_task, original_spec, train_original
+from ..experiment import (
+    OriginalInfo,
+    Setting,
+    build_setting,
+    deletion_set,
+    make_task,
+    original_spec,
+    train_original,
+)
 from ..forget_sets import ForgetSetSelector, timed_selection
 from ..manipulations import index_hash
 from ..methods import METHODS
@@ -52,7 +60,6 @@ from .record import failed_record, run_cell, shared_record
 from .spec import Cell, GridConfig, setting_key
 from .store import ResultStore
 from .tow import write_deletion_set_references
-
 
 # method -> (resolved hyperparameters -> a key equal for exactly the settings that give bit-identical models on one
 # deletion set, or None); each rule carries its proof

@@ -9,11 +9,22 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ..cache import check_cache_writable
 from ..config import ConfigError, to_dict, write_yaml
+from ..data import load_dataset, stratified_split
+from ..manipulations import manipulate
 from ..progress import progress_bar
 from .executors import create_executor
 from .spec import GridConfig, expand_cells, units
-from .store import ResultStore, check_out_dir, check_resume, clear_progress, out_lock, sweep_out, write_plan
+from .store import (
+    ResultStore,
+    check_out_dir,
+    check_resume,
+    clear_progress,
+    out_lock,
+    sweep_out,
+    write_plan,
+)
 
 
 def run_grid(config: GridConfig, out: str | Path, progress: bool = True, executor: str = "local",
@@ -21,7 +32,6 @@ def run_grid(config: GridConfig, out: str | Path, progress: bool = True, executo
     """Run every unfinished cell on ``executor`` (``local`` or ``ray``); returns the records written in this call.
     ``workers``: how many worker processes/actors (default: one per GPU, else one in-process worker for ``local``
     and one per CPU for ``ray``); ``retries``: how many times the cells of a worker that died are resubmitted."""
-    from ..cache import check_cache_writable
 
     started = time.time()
     check_out_dir(out)
@@ -87,8 +97,6 @@ def check_sizes(config: GridConfig) -> None:
     grids = [(i, m) for i, m in enumerate(config.manipulation_grids()) if m.name != "none"]
     if not grids:
         return
-    from ..data import load_dataset, stratified_split
-    from ..manipulations import manipulate
 
     try:
         dataset = load_dataset(config.dataset.name, **config.dataset.loader_options())

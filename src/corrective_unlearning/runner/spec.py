@@ -26,8 +26,11 @@ from typing import Iterator
 
 from ..config import ConfigError, RunConfig, apply_overrides, from_dict, read_yaml
 from ..forget_sets import ForgetSetSpec, parse_forget_sets
+from ..manipulations import check_params
 from ..methods import METHODS, expand_settings, hparams_key
+from ..models import MODELS
 from ..references import REFERENCES
+from ..suspects import ranking_names
 
 ORIGINAL = "original"
 
@@ -76,7 +79,6 @@ class GridConfig(RunConfig):
     def expand_sizes(self, method: str | None = None) -> list[int]:
         """The ``expand`` entries, validated; [0] when absent. With ``method``: that method's own ``expand``
         (``methods: {eu: {expand: [0, 300]}}``: only EU's deletion sets are grown) or else the grid's."""
-        from ..suspects import ranking_names
 
         options = self.methods.get(method) if method is not None else None
         own = options.get("expand") if isinstance(options, dict) else None
@@ -171,7 +173,6 @@ def load_grid_config(path: str | None, overrides: list[str]) -> GridConfig:
                                   f"(round({empty[0]} * {n}) = 0): raise the rate or n")
     for name in config.methods:
         config.method_settings(name)
-    from ..manipulations import check_params
 
     for i, m in enumerate(config.manipulation_grids()):
         check_params(m.name, m.params, f"manipulations[{i}].params")
@@ -190,7 +191,6 @@ def load_grid_config(path: str | None, overrides: list[str]) -> GridConfig:
 def check_grid_lists(config: GridConfig) -> None:
     """Seeds: distinct integers >= 0; rates: distinct numbers in (0, 1], also at the two decimals of a cell id;
     each manipulation's sizes distinct; a registered model. A ConfigError (one line) names the first problem."""
-    from ..models import MODELS
 
     seeds = config.seeds
     if not isinstance(seeds, list) or not seeds:

@@ -17,6 +17,7 @@ import json
 
 import torch
 
+from ..manipulations import index_hash
 from . import COMBINED, Suspects, rank_suspects
 
 # Rankings computed in this process: (original's cache key, deletion set hash, ranking, params, seed) -> Suspects,
@@ -42,7 +43,6 @@ class Expansions:
         """Every candidate of deletion set ``forget`` (rate ``rate``), ranked once."""
         key = (float(rate), ranking)
         if key not in self._ranked:
-            from ..manipulations import index_hash
 
             memo = None if self.key is None else (self.key, index_hash(forget.cpu()), ranking,
                                                   json.dumps(self.params, sort_keys=True), self.seed)

@@ -13,6 +13,8 @@ Needs the optional packages ``cleanlab`` and ``scikit-learn``: ``pip install 'co
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -22,9 +24,9 @@ from . import Features, ranking
 
 def _require():
     try:
-        import cleanlab.filter  # noqa: F401
-        import cleanlab.rank  # noqa: F401
-        import sklearn  # noqa: F401
+        import cleanlab.filter  # noqa: F401  # lazy: cleanlab is an optional extra ([suspects])
+        import cleanlab.rank  # noqa: F401  # lazy: cleanlab is an optional extra ([suspects])
+        import sklearn  # noqa: F401  # lazy: scikit-learn is an optional extra ([suspects])
     except ImportError as error:
         raise ImportError(f"the label_issues ranking (and combined, which includes it) needs cleanlab and "
                           f"scikit-learn ({error.name} is missing): pip install 'corrective-unlearning[suspects]' "
@@ -35,10 +37,19 @@ def out_of_sample_probabilities(embeddings: np.ndarray, labels: np.ndarray, fold
                                 max_iter: int, c: float) -> np.ndarray:
     """Cross-validated probabilities ``[N, K]`` of a standardised logistic-regression probe, columns = the
     distinct labels in ascending order."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.linear_model import (
+        LogisticRegression,  # lazy: scikit-learn is an optional extra ([suspects])
+    )
+    from sklearn.model_selection import (  # lazy: scikit-learn is an optional extra ([suspects])
+        StratifiedKFold,
+        cross_val_predict,
+    )
+    from sklearn.pipeline import (
+        make_pipeline,  # lazy: scikit-learn is an optional extra ([suspects])
+    )
+    from sklearn.preprocessing import (
+        StandardScaler,  # lazy: scikit-learn is an optional extra ([suspects])
+    )
 
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter))
     splits = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -53,11 +64,16 @@ def label_issue_scores(features: Features, flagged: torch.Tensor, *, seed: int, 
     """1 - cleanlab's label quality, on out-of-fold probabilities of a logistic-regression probe on the
     embeddings."""
     _require()
-    import warnings
 
-    from cleanlab.filter import find_label_issues
-    from cleanlab.rank import get_label_quality_scores
-    from sklearn.exceptions import ConvergenceWarning
+    from cleanlab.filter import (
+        find_label_issues,  # lazy: cleanlab is an optional extra ([suspects])
+    )
+    from cleanlab.rank import (
+        get_label_quality_scores,  # lazy: cleanlab is an optional extra ([suspects])
+    )
+    from sklearn.exceptions import (
+        ConvergenceWarning,  # lazy: scikit-learn is an optional extra ([suspects])
+    )
 
     classes, labels = np.unique(features.labels.numpy(), return_inverse=True)  # cleanlab wants labels 0..K-1
     if len(classes) < 2:

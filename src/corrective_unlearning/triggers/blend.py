@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import TRIGGERS
 from ..checks import param
+from . import TRIGGERS
 from .base import Trigger, TriggerContext, TriggerError, sample_generator, to_pixels
 
 NOISE = "noise"
@@ -92,7 +92,9 @@ class Blend(Trigger):
 
 def read_pattern(path: str, channels: int, height: int, width: int) -> torch.Tensor:
     """uint8 ``[channels, height, width]`` from an image file: grey or RGB, resized bilinearly."""
-    from PIL import Image
+    from PIL import (
+        Image,  # lazy: only a blend pattern read from an image file needs Pillow's decoders
+    )
 
     if channels not in (1, 3):
         raise TriggerError(f"trigger blend: a pattern file needs images of 1 or 3 channels, got {channels}")

@@ -15,7 +15,7 @@ from . import Attempts
 
 def _ray():
     try:
-        import ray
+        import ray  # lazy: Ray is an optional extra ([ray])
     except ImportError:
         raise RuntimeError("the ray executor needs Ray: pip install corrective-unlearning[ray]") from None
     return ray
@@ -26,7 +26,7 @@ class _Actor:
 
     def __init__(self, config: GridConfig, out: str, name: str, env: dict) -> None:
         os.environ.update(env)
-        import torch
+        import torch  # lazy: runs in the Ray actor's process, after its environment (threads) is set
 
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
         self.error = ""
