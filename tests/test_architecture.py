@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import pytest
 
 PACKAGE = "corrective_unlearning"
 ROOT = Path(__file__).resolve().parents[1] / "src" / PACKAGE
