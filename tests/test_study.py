@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib
 import json
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import torch
 import yaml
 
 from corrective_unlearning import forget_sets as fs
-from corrective_unlearning import proxies
 from corrective_unlearning.config import ConfigError
 from corrective_unlearning.experiment import build_setting
 from corrective_unlearning.runner import Cell, expand_cells, load_grid_config, load_records, run_grid
@@ -22,7 +20,6 @@ from corrective_unlearning.methods import hparams_key
 from corrective_unlearning.report.build import build_report, rum_label
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-entanglement_module = importlib.import_module("corrective_unlearning.proxies.entanglement")  # the package
 # re-exports a function of the same name
 
 STUDY = {
@@ -126,7 +123,7 @@ def test_select_forget_set_reads_the_proxy_and_never_the_validation_split(synthe
         asked.append(name)
         return scores.clone()
 
-    monkeypatch.setattr(proxies, "memorization_scores", fake)
+    monkeypatch.setattr(fs, "memorization_scores", fake)  # the name forget_sets reads
     train = sorted(setting.train_idx.tolist())
     by_score = sorted(train, key=lambda i: (scores[i].item(), i))
     middle = [scores[i].item() for i in by_score[(len(by_score) - 1) // 2: len(by_score) // 2 + 1]]
@@ -155,7 +152,7 @@ def test_entanglement_sets_are_the_closest_and_farthest_from_the_centroid(synthe
     def fake(model, bank, indices, runtime_, stamp=False, batch_size=None):  # one coordinate: the index itself
         return torch.stack([indices.float(), torch.zeros(len(indices))], 1)
 
-    monkeypatch.setattr(entanglement_module, "penultimate_embeddings", fake)
+    monkeypatch.setattr(fs, "penultimate_embeddings", fake)  # the name forget_sets reads
     centre = sum(train) / len(train)
     by_distance = sorted(train, key=lambda i: (abs(i - centre), i))
     high = fs.select_forget_set(setting, MODEL, {}, runtime, {"by": "entanglement", "level": "high", "size": 20}, 0)
@@ -177,7 +174,7 @@ def test_without_entanglement_sets_a_description_embeds_only_the_set_and_its_es_
         sizes.append(len(indices))
         return torch.stack([indices.float(), (indices % 7).float()], 1)
 
-    monkeypatch.setattr(entanglement_module, "penultimate_embeddings", fake)
+    monkeypatch.setattr(fs, "penultimate_embeddings", fake)  # the name forget_sets reads
     selector = fs.ForgetSetSelector(setting, MODEL, {}, runtime, full_embeddings=False)
     spec = fs.ForgetSetSpec("random", None, 40)
     forget = selector.select(spec, 0)
