@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 from corrective_unlearning import correct, write_report
 from corrective_unlearning.cli import main
 from corrective_unlearning.fix import Correction, load_model, read_flagged
+from corrective_unlearning.inputs import training_data
 from corrective_unlearning.models import create_model
 from corrective_unlearning.training import Recipe
 from user_models import TinyNet
@@ -419,3 +420,19 @@ def test_fix_reads_validation_from_an_npz(user, capsys):
     np.savez(user / "val.npz", images=np.zeros((12, 3, 16, 16), dtype=np.uint8), labels=np.arange(12) % 4)
     assert _fix(user, user / "fixed", "--validation", str(user / "val.npz")) == 0
     assert json.loads((user / "fixed" / "record.json").read_text())["validation"]["size"] == 12
+
+
+def test_a_dataset_archive_is_read_as_its_training_split(tmp_path):
+    """One .npz layout for every command: the ``tensors`` dataset's archive (train_images, train_labels,
+    test_images, test_labels) is also practitioner data, read as its training split; the test split is never
+    touched."""
+    g = torch.Generator().manual_seed(0)
+    train = torch.randint(0, 256, (12, 1, 8, 8), generator=g, dtype=torch.uint8)
+    test = torch.randint(0, 256, (5, 1, 8, 8), generator=g, dtype=torch.uint8)
+    np.savez(tmp_path / "dataset.npz", train_images=train.numpy(), train_labels=np.arange(12) % 3,
+             test_images=test.numpy(), test_labels=np.arange(5) % 3)
+    data = training_data(str(tmp_path / "dataset.npz"))
+    assert torch.equal(data.images, train) and data.labels.tolist() == [i % 3 for i in range(12)]
+    np.savez(tmp_path / "neither.npz", x=train.numpy())
+    with pytest.raises(ValueError, match="'images' and 'labels'.*or 'train_images' and 'train_labels'"):
+        training_data(str(tmp_path / "neither.npz"))

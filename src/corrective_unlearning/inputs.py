@@ -167,10 +167,10 @@ def training_data(data, *, mean: Sequence[float] | None = None, std: Sequence[fl
     if isinstance(data, (str, Path)):
         return _named_data(str(data), data_dir, download, runtime)
     images, labels = as_images_labels(data)
-    return from_tensors(images, labels, mean, std)
+    return training_data_from_tensors(images, labels, mean, std)
 
 
-def from_tensors(images: torch.Tensor, labels: torch.Tensor, mean=None, std=None, description: str = "tensors",
+def training_data_from_tensors(images: torch.Tensor, labels: torch.Tensor, mean=None, std=None, description: str = "tensors",
                  what: str = "train") -> TrainingData:
     """uint8 images are normalised with ``mean``/``std`` on the [0, 1] scale (computed from the images when not
     given); float images are taken as the model reads them, or normalised as ``(x - mean) / std`` on their own scale
@@ -195,47 +195,56 @@ def _named_data(spec: str, data_dir, download, runtime) -> TrainingData:
     if path.suffix == ".npz":
         images, labels = _read_npz(path)
         images, labels = _check_images(images, str(path)), _check_labels(labels, len(images), str(path))
-        return from_tensors(images, labels, description=str(path), what=str(path))
+        return training_data_from_tensors(images, labels, description=str(path), what=str(path))
     if spec not in SOURCES.names():
         raise ValueError(f"data {spec!r}: expected a registered dataset ({', '.join(SOURCES.names())}), a "
                          f"'corrective train' run folder (holding record.json) or an .npz file with images and "
                          f"labels")
     options = {"download": download} | ({"data_dir": data_dir} if data_dir else {})
     dataset = load_dataset(spec, **options)
-    return from_tensors(dataset.train_images, dataset.train_labels, dataset.mean, dataset.std,
+    return training_data_from_tensors(dataset.train_images, dataset.train_labels, dataset.mean, dataset.std,
                         description=f"{spec} (training split as stored)")
 
 
+# The two layouts of an .npz archive: a practitioner's training data, or the ``tensors`` dataset's archive (whose
+# training split is the data; its test split is never read here).
+NPZ_LAYOUTS = (("images", "labels"), ("train_images", "train_labels"))
+NPZ_EXPECTED = "arrays 'images' and 'labels' (or 'train_images' and 'train_labels', as a dataset archive holds)"
+
+
 def _read_npz(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """``images`` and ``labels`` of an .npz archive, never unpickling anything."""
+    """The images and labels of an .npz archive in either of :data:`NPZ_LAYOUTS`, never unpickling anything."""
     if not path.exists():
         raise FileNotFoundError(f"data file {path} does not exist")
     if not path.is_file():
-        raise ValueError(f"data {path} is a folder; expected an .npz file with arrays 'images' and 'labels'")
+        raise ValueError(f"data {path} is a folder; expected an .npz file with {NPZ_EXPECTED}")
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path} is not an .npz archive (numpy.savez writes a zip of .npy arrays); expected one "
-                         f"with arrays 'images' and 'labels'")
-    arrays = {}
+                         f"with {NPZ_EXPECTED}")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            missing = {"images", "labels"} - set(archive.files)
-            if missing:
-                raise ValueError(f"{path}: expected arrays 'images' and 'labels', missing {sorted(missing)} "
-                                 f"(it holds {sorted(archive.files)})")
-            for key in ("images", "labels"):
-                try:
-                    arrays[key] = archive[key]
-                except ValueError as error:
-                    pickled = "pickle" in str(error).lower() or "object" in str(error).lower()
-                    raise ValueError(f"{path}: array {key!r} " + (
-                        "holds Python objects, which would need unpickling (refused); expected a numeric array"
-                        if pickled else f"cannot be read ({str(error).splitlines()[0]})")) from None
-                if not isinstance(arrays[key], np.ndarray):
-                    raise ValueError(f"{path}: array {key!r} is not a numpy array (its entry is not an .npy file)")
+            keys = next((layout for layout in NPZ_LAYOUTS if set(layout) <= set(archive.files)), None)
+            if keys is None:
+                raise ValueError(f"{path}: expected {NPZ_EXPECTED}; it holds {sorted(archive.files)}")
+            images, labels = (_numeric_array(archive, key, path) for key in keys)
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise ValueError(f"{path} is not a readable .npz archive ({type(error).__name__}: "
                          f"{str(error).splitlines()[0] if str(error) else 'damaged'})") from None
-    return torch.from_numpy(arrays["images"]), torch.from_numpy(arrays["labels"])
+    return torch.from_numpy(images), torch.from_numpy(labels)
+
+
+def _numeric_array(archive, key: str, path: Path) -> np.ndarray:
+    """Array ``key`` of an open archive; one that would need unpickling is refused."""
+    try:
+        array = archive[key]
+    except ValueError as error:
+        pickled = "pickle" in str(error).lower() or "object" in str(error).lower()
+        raise ValueError(f"{path}: array {key!r} " + (
+            "holds Python objects, which would need unpickling (refused); expected a numeric array"
+            if pickled else f"cannot be read ({str(error).splitlines()[0]})")) from None
+    if not isinstance(array, np.ndarray):
+        raise ValueError(f"{path}: array {key!r} is not a numpy array (its entry is not an .npy file)")
+    return array
 
 
 def from_run(folder: Path, runtime: Runtime) -> TrainingData:
@@ -529,5 +538,5 @@ def _looks_like_checkpoint(path: Path) -> bool:
 
 
 __all__ = ["FLAGGED_COLUMNS", "PREFIXES", "TrainingData", "as_images_labels", "check_float_scale", "check_model",
-           "check_model_file", "flagged_indices", "from_run", "from_tensors", "load_model", "read_flagged",
+           "check_model_file", "flagged_indices", "from_run", "training_data_from_tensors", "load_model", "read_flagged",
            "state_dict_mismatch", "training_data"]
