@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from corrective_unlearning.checks import ConfigError
 from corrective_unlearning.experiment import build_setting
 from corrective_unlearning.runner import make_task
 from corrective_unlearning.methods import METHODS
@@ -98,3 +99,8 @@ def test_badt_optimises_the_reference_loss(synthetic, runtime, monkeypatch, vari
     else:  # recipe A's SGD at its lr, a quarter of its steps, on all training data
         assert (used.optimizer, used.lr, used.steps) == ("sgd", 0.05, 10)
         assert len(fitted["indices"]) == 384 - 16
+
+
+def test_an_unknown_variant_is_refused_before_any_work():
+    with pytest.raises(ConfigError, match="method badt: variant must be 'original' or 'bench', got 'fast'"):
+        METHODS.get("badt").resolve({"variant": "fast"})

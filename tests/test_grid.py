@@ -65,11 +65,12 @@ def test_rerun_skips_finished_cells(tmp_path):
 
 
 def test_failing_cell_is_recorded_and_the_grid_goes_on(tmp_path):
-    config = load_grid_config(str(_config(tmp_path, methods={"badt": {"grid": {"variant": ["nonsense", "bench"]},
-                                                                         "params": {"steps": 3}}})), [])
+    # A learning rate of 1e12 passes every check at load time and diverges at run time.
+    config = load_grid_config(str(_config(tmp_path, methods={"cf": {"grid": {"lr": [1e12, 0.01]},
+                                                                       "params": {"steps": 3}}})), [])
     records = run_grid(config, tmp_path / "out", progress=False)
     failed = [r for r in records if r["status"] == "failed"]
-    assert len(failed) == 2 and "variant" in failed[0]["error"]
+    assert len(failed) == 2 and "diverged" in failed[0]["error"]
     assert sum(r["status"] == "ok" for r in records) == 3
     # A re-run retries only the failed cells.
     assert len(run_grid(config, tmp_path / "out", progress=False)) == 2

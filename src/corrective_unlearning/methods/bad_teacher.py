@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..training import Batch, LossFn
-from . import method
+from . import Param, method
 from .common import frozen_teacher, kl_to_teacher
 from .task import Task, Unlearned
 
@@ -26,8 +26,7 @@ def bad_teacher_loss(is_forget: torch.Tensor, good: nn.Module, bad: nn.Module, t
     return loss
 
 
-# variant's check stays in the body: a grid's test provokes a failing cell with an unknown variant.
-@method("badt", params={"variant": "original", "lr": None, "steps": None, "retain_fraction": 0.3,
+@method("badt", params={"variant": Param(str, "original", choices=("original", "bench")), "lr": None, "steps": None, "retain_fraction": 0.3,
                         "batch_size": 256, "temperature": 1.0}, grid={"variant": ["bench"]}, style=("tab:red", "X"))
 def bad_teacher(task: Task, hp: dict) -> Unlearned:
     """Bad teacher: distil into a copy of M_o, towards a random teacher on S_f and towards M_o elsewhere
@@ -47,10 +46,8 @@ def bad_teacher(task: Task, hp: dict) -> Unlearned:
         steps = hp["steps"] or math.ceil(len(indices) / hp["batch_size"])
         recipe = task.recipe.replace(optimizer="adam", lr=hp["lr"] or 1e-4, weight_decay=0.0, schedule="constant",
                                      steps=steps, batch_size=hp["batch_size"])
-    elif hp["variant"] == "bench":
+    else:  # bench
         indices = task.train_idx
         recipe = task.recipe.replace(steps=hp["steps"] or max(1, task.recipe.steps // 4), lr=hp["lr"] or task.recipe.lr)
-    else:
-        raise ValueError(f"badt variant must be 'original' or 'bench', got {hp['variant']!r}")
     task.fit(student, indices, recipe, loss_fn=loss, desc="BadT")
     return Unlearned(student)
