@@ -146,7 +146,7 @@ def test_a_second_run_on_the_same_out_is_refused_naming_the_first(tmp_path, caps
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
-    from corrective_unlearning.runner.store import out_lock
+    from corrective_unlearning.runner.outdir import out_lock
 
     with out_lock(out):  # the kill released it
         assert json.loads((out / "run.lock").read_text())["pid"] == os.getpid()

@@ -1,11 +1,12 @@
 """The grid runner: a recipe -> cells (:mod:`.spec`) -> units of work on an executor (:mod:`.executors`, run by
-:class:`.cells.Worker`) -> one atomic record per cell (:mod:`.store`), resumable; :mod:`.projection` projects the
-full grid's cost from measured cells."""
+:class:`.cells.Worker`) -> one atomic record per cell (:mod:`.store`), resumable (:mod:`.outdir`: the ``--out``
+folder's lock and resume check); :mod:`.projection` projects the full grid's cost from measured cells."""
 from ..experiment import (  # public API of the grid's deletion sets, defined there
            deletion_set,
            make_task,
 )
 from .cells import Worker
+from .outdir import check_resume
 from .projection import projection
 from .run import run_grid
 from .spec import (
@@ -18,7 +19,7 @@ from .spec import (
            load_grid_config,
            units,
 )
-from .store import ResultStore, check_resume, format_status, grid_status, load_records
+from .store import ResultStore, format_status, grid_status, load_records
 
 __all__ = ["ORIGINAL", "Cell", "GridConfig", "ManipulationGrid", "ResultStore", "TowConfig", "Worker",
            "check_resume", "deletion_set", "expand_cells", "format_status", "grid_status",

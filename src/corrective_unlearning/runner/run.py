@@ -1,7 +1,7 @@
 """``corrective run``: a grid config -> the pending cells -> an executor -> one record per cell in the store.
 
 Before any work: ``--out`` must be a folder this process can write, the cache folder too, no other run may hold
-``--out`` (:func:`.store.out_lock`), the stored config must be the same setting (:func:`.store.check_resume`), and
+``--out`` (:func:`.outdir.out_lock`), the stored config must be the same setting (:func:`.outdir.check_resume`), and
 every manipulation size must be drawable from the dataset (:func:`check_sizes`). Then files of ``records/`` that
 are not records are set aside, orphan temporary files of dead writers are swept, and the pending cells run."""
 from __future__ import annotations
@@ -15,16 +15,9 @@ from ..data import load_dataset, stratified_split
 from ..manipulations import manipulate
 from ..progress import progress_bar
 from .executors import create_executor
+from .outdir import check_out_dir, check_resume, clear_progress, out_lock, sweep_out, write_plan
 from .spec import GridConfig, expand_cells, units
-from .store import (
-    ResultStore,
-    check_out_dir,
-    check_resume,
-    clear_progress,
-    out_lock,
-    sweep_out,
-    write_plan,
-)
+from .store import ResultStore
 
 
 def run_grid(config: GridConfig, out: str | Path, progress: bool = True, executor: str = "local",

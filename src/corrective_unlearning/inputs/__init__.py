@@ -1,0 +1,18 @@
+"""What the practitioner's paths read: training data in any of its forms, the flagged indices, a model file.
+
+Every reader checks its input at the boundary and raises a ValueError (or FileNotFoundError) that says what was
+expected and what was received, so a bad file or argument fails before any work is done.
+
+Both ``corrective fix`` (:mod:`.fix`) and the suspects ranking (:mod:`.suspects`) read these inputs, so they live
+below both: neither has to reach into the other to parse what the practitioner hands it.
+
+One module per input: :mod:`.data` (training data in any form, ``.npz`` archives, ``corrective train`` run folders),
+:mod:`.flagged` (flagged indices and files of them), :mod:`.models` (model files and the model check).
+"""
+from .data import TrainingData, as_images_labels, check_float_scale, from_run, training_data, training_data_from_tensors
+from .flagged import FLAGGED_COLUMNS, flagged_indices, read_flagged
+from .models import PREFIXES, check_model, check_model_file, load_model, state_dict_mismatch
+
+__all__ = ["FLAGGED_COLUMNS", "PREFIXES", "TrainingData", "as_images_labels", "check_float_scale", "check_model",
+           "check_model_file", "flagged_indices", "from_run", "training_data_from_tensors", "load_model", "read_flagged",
+           "state_dict_mismatch", "training_data"]
