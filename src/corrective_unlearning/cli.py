@@ -67,7 +67,8 @@ def cmd_train(args) -> int:
     with Stopwatch(runtime) as clock:
         metrics = evaluate(model, setting, runtime)
     provenance = "cached" if info["cache"] == "hit" else f"trained in {info['train_seconds']:.1f} s"
-    title = f"original model: {dataset.name} / {config.model_name} / {m.name} n={m.n} / seed {config.seed} ({provenance})"
+    title = (f"original model: {dataset.name} / {config.model_name} / {m.name} n={m.n} / seed {config.seed} "
+             f"({provenance})")
     print(format_metrics(metrics, setting, title))
 
     if check_train_folder(out, resolved, args.flag, args.force):  # again: the folder may have changed meanwhile

@@ -26,5 +26,5 @@ from .masks import MaskState, SpareMask, spare_bits
 from .restricted import deployable, restricted_model, trained_spare
 
 __all__ = ["WIDEN_PARAMS", "MaskState", "SpareCapable", "SpareMask", "UnsupportedModelError", "WideModel",
-           "WidenContext", "deployable", "narrow", "restricted_model", "spare_bits", "trained_spare", "widen", "widen_bn",
-           "widen_conv", "widen_linear"]
+           "WidenContext", "deployable", "narrow", "restricted_model", "spare_bits", "trained_spare", "widen",
+           "widen_bn", "widen_conv", "widen_linear"]

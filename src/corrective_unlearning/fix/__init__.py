@@ -9,5 +9,5 @@ from .auto import CANDIDATES, candidate_settings
 from .core import Correction, CorrectionReport, correct
 from .report import write_report
 
-__all__ = ["CANDIDATES", "Correction", "CorrectionReport", "TrainingData", "candidate_settings", "correct", "flagged_indices",
-           "load_model", "read_flagged", "training_data", "write_report"]
+__all__ = ["CANDIDATES", "Correction", "CorrectionReport", "TrainingData", "candidate_settings", "correct",
+           "flagged_indices", "load_model", "read_flagged", "training_data", "write_report"]

@@ -5,5 +5,5 @@ from ..inputs import (FLAGGED_COLUMNS, PREFIXES, TrainingData, as_images_labels,
                       state_dict_mismatch, training_data)
 
 __all__ = ["FLAGGED_COLUMNS", "PREFIXES", "TrainingData", "as_images_labels", "check_float_scale", "check_model",
-           "check_model_file", "flagged_indices", "from_run", "training_data_from_tensors", "load_model", "read_flagged",
-           "state_dict_mismatch", "training_data"]
+           "check_model_file", "flagged_indices", "from_run", "load_model", "read_flagged", "state_dict_mismatch",
+           "training_data", "training_data_from_tensors"]

@@ -14,5 +14,5 @@ from .flagged import FLAGGED_COLUMNS, flagged_indices, read_flagged
 from .models import PREFIXES, check_model, check_model_file, load_model, state_dict_mismatch
 
 __all__ = ["FLAGGED_COLUMNS", "PREFIXES", "TrainingData", "as_images_labels", "check_float_scale", "check_model",
-           "check_model_file", "flagged_indices", "from_run", "training_data_from_tensors", "load_model", "read_flagged",
-           "state_dict_mismatch", "training_data"]
+           "check_model_file", "flagged_indices", "from_run", "load_model", "read_flagged", "state_dict_mismatch",
+           "training_data", "training_data_from_tensors"]

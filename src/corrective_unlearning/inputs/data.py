@@ -161,8 +161,8 @@ def training_data(data, *, mean: Sequence[float] | None = None, std: Sequence[fl
     return training_data_from_tensors(images, labels, mean, std)
 
 
-def training_data_from_tensors(images: torch.Tensor, labels: torch.Tensor, mean=None, std=None, description: str = "tensors",
-                 what: str = "train") -> TrainingData:
+def training_data_from_tensors(images: torch.Tensor, labels: torch.Tensor, mean=None, std=None,
+                               description: str = "tensors", what: str = "train") -> TrainingData:
     """uint8 images are normalised with ``mean``/``std`` on the [0, 1] scale (computed from the images when not
     given); float images are taken as the model reads them, or normalised as ``(x - mean) / std`` on their own scale
     when ``mean`` and ``std`` are given. Float images that look like a 0-255 scale need ``mean``/``std``."""

@@ -26,8 +26,9 @@ def bad_teacher_loss(is_forget: torch.Tensor, good: nn.Module, bad: nn.Module, t
     return loss
 
 
-@method("badt", params={"variant": Param(str, "original", choices=("original", "bench")), "lr": None, "steps": None, "retain_fraction": 0.3,
-                        "batch_size": 256, "temperature": 1.0}, grid={"variant": ["bench"]}, style=("tab:red", "X"))
+@method("badt", params={"variant": Param(str, "original", choices=("original", "bench")), "lr": None, "steps": None,
+                        "retain_fraction": 0.3, "batch_size": 256, "temperature": 1.0},
+        grid={"variant": ["bench"]}, style=("tab:red", "X"))
 def bad_teacher(task: Task, hp: dict) -> Unlearned:
     """Bad teacher: distil into a copy of M_o, towards a random teacher on S_f and towards M_o elsewhere
     (variant original: Adam lr 1e-4, one epoch over S_f + 30% of the retain set; bench: recipe A's SGD,

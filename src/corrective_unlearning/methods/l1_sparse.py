@@ -36,7 +36,8 @@ def l1_sparse(task: Task, hp: dict) -> Unlearned:
 
     def loss(forward: nn.Module, batch: Batch) -> torch.Tensor:
         l1 = torch.stack([p.abs().sum() for p in params]).sum()
-        return F.cross_entropy(forward(batch.x), batch.labels) + l1_coefficient(hp["alpha"], batch.step, recipe.steps) * l1
+        coefficient = l1_coefficient(hp["alpha"], batch.step, recipe.steps)
+        return F.cross_entropy(forward(batch.x), batch.labels) + coefficient * l1
 
     task.fit(model, task.retain_idx, recipe, loss_fn=loss, desc="L1-sparse")
     return Unlearned(model)

@@ -152,8 +152,8 @@ def rate_sections(marked: list[dict], methods: list[str], multi: bool, max_val_d
         reason = [title(str(no_selection)), ""]
         lines += [f"**No hyperparameter selection was possible.** {reason[0]}", "",
                   "The tables below therefore show every hyperparameter setting (one row each, in grid order) instead "
-                  "of a chosen one: mean ± sample standard deviation [95% confidence interval] over seeds (one seed: its "
-                  "value; each table says how many seeds it holds); columns are "
+                  "of a chosen one: mean ± sample standard deviation [95% confidence interval] over seeds (one seed: "
+                  "its value; each table says how many seeds it holds); columns are "
                   "discovery rates |S_f| / |S_m|; the original model's value fills every column; n/a: the metric is "
                   "null in every seed. cells.csv leaves the selected, guarded and oracle flags empty, and no "
                   "figures are drawn (they show chosen settings).", ""]
