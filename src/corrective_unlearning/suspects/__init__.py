@@ -49,6 +49,9 @@ from ..registry import Registry
 from ..runtime import Runtime, Stopwatch
 
 COMBINED = "combined"
+# the rankings ``combined`` mixes by default: a declared list, so that rankings registered later (the detectors,
+# the flag-aware variants) change no default result; name others with params={"combined": {"rankings": [...]}}
+DEFAULT_COMBINED = ("embedding", "gradient", "label_issues")
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,10 @@ class Features:
     labels: torch.Tensor  # int64 [N]: the given labels
     num_classes: int
     bias: bool = False  # the last linear layer has a bias (its gradient is part of the last layer's)
+    # optional: blend(rows, partners, alpha) -> float class probabilities [len(rows), C] of the model on the convex
+    # blends (1 - alpha) x_row + alpha x_partner (feature rows in): the model forwards the strip ranking needs;
+    # features_of sets it, features made by hand have none
+    blend: Callable | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.labels)
@@ -186,7 +193,7 @@ def rank_features(features: Features, rows: torch.Tensor, flagged_mask: torch.Te
     if unknown:
         raise ValueError(f"params: unknown ranking(s) {unknown}; expected some of {ranking_names()}")
     if ranking == COMBINED:
-        options = {"rankings": RANKINGS.names(), "weights": "self_check", **params.get(COMBINED, {})}
+        options = {"rankings": list(DEFAULT_COMBINED), "weights": "self_check", **params.get(COMBINED, {})}
         extra = sorted(set(options) - {"rankings", "weights"})
         if extra:
             raise ValueError(f"ranking combined has no parameter(s) {extra}; it takes ['rankings', 'weights']")
@@ -257,7 +264,33 @@ def features_of(model: nn.Module, bank, labels: torch.Tensor, indices: torch.Ten
     embeddings, outputs = embeddings_and_logits(model, bank, indices, runtime, stamp, batch_size)
     head = last_linear(model)
     return Features(embeddings, outputs, torch.as_tensor(labels).cpu().long()[torch.as_tensor(indices).cpu()],
-                    num_classes=outputs.shape[1], bias=head.bias is not None)
+                    num_classes=outputs.shape[1], bias=head.bias is not None,
+                    blend=_blender(model, bank, torch.as_tensor(indices).cpu().long(), runtime, stamp, batch_size))
+
+
+def _blender(model: nn.Module, bank, indices: torch.Tensor, runtime: Runtime, stamp, batch_size: int | None):
+    """``blend(rows, partners, alpha)`` for :class:`Features`: the model's softmax on ``(1 - alpha) x_row + alpha
+    x_partner`` (normalised images of ``bank[indices[...]]``, stamped as ``stamp`` says), float32 on the CPU."""
+    size = batch_size or (2048 if runtime.cuda else 512)
+
+    def stamps(rows):
+        return stamp[rows] if isinstance(stamp, torch.Tensor) else stamp
+
+    def blend(rows: torch.Tensor, partners: torch.Tensor, alpha: float) -> torch.Tensor:
+        rows, partners = torch.as_tensor(rows).long(), torch.as_tensor(partners).long()
+        was_training = model.training
+        model.eval()
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(rows), size):
+                a, b = rows[start : start + size], partners[start : start + size]
+                x = (1 - alpha) * bank.batch(indices[a], stamps(a)) + alpha * bank.batch(indices[b], stamps(b))
+                with runtime.autocast():
+                    out.append(torch.softmax(model(x).float(), dim=1).cpu())
+        model.train(was_training)
+        return torch.cat(out) if out else torch.empty(0, 0)
+
+    return blend
 
 
 def rank_suspects(model: nn.Module, bank, labels: torch.Tensor, flagged: torch.Tensor, candidates: torch.Tensor,
@@ -332,6 +365,7 @@ def suspects(
 
 
 from . import embedding, gradient, label_issues  # noqa: E402,F401  (registration)
+from . import activation_clustering, outlier, scan, spectral, strip  # noqa: E402,F401  (registration: detectors)
 
-__all__ = ["COMBINED", "Features", "RANKINGS", "Ranking", "Suspects", "average_ranks", "features_of", "rank_features",
+__all__ = ["COMBINED", "DEFAULT_COMBINED", "Features", "RANKINGS", "Ranking", "Suspects", "average_ranks", "features_of", "rank_features",
            "rank_suspects", "ranking", "ranking_names", "self_check", "self_check_weight", "suspects"]
