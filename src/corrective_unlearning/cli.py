@@ -97,6 +97,19 @@ def _write_model(model, path: Path, meta: dict) -> None:
     write_json_atomic(path.with_suffix(".json"), meta)
 
 
+def _expand_arg(value, flag: str = "--expand") -> int | str:
+    """``--expand``/``--k``: a number of suspects >= 0, or ``auto``."""
+    if str(value) == "auto":
+        return "auto"
+    try:
+        k = int(value)
+    except ValueError:
+        raise ValueError(f"{flag}: expected a number of suspects >= 0 or auto, got {value!r}") from None
+    if k < 0:
+        raise ValueError(f"{flag}: expected a number of suspects >= 0 or auto, got {value}")
+    return k
+
+
 def cmd_fix(args) -> int:
     import warnings
 
@@ -111,8 +124,7 @@ def cmd_fix(args) -> int:
 
     # Everything that can be checked without the data is checked first, before any work.
     check_max_val_drop(args.max_val_drop, "--max-val-drop")
-    if args.expand < 0:
-        raise ValueError(f"--expand: expected a number of suspects >= 0, got {args.expand}")
+    args.expand = _expand_arg(args.expand)
     hparams = _hparams(args.hparams)
     check_hparams(args.method, hparams)
     inputs = {"--data": args.data if Path(args.data).exists() else None, "--model": args.model,
@@ -293,8 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "candidate: '{rem: {steps: 300}}'")
     fix.add_argument("--validation", help="held-out data (.npz with images and labels); default: 5%% of the "
                                           "unflagged training samples, or a run folder's validation split")
-    fix.add_argument("--expand", type=int, default=0, metavar="K",
-                     help="add the K unflagged samples most like the flagged ones before unlearning (default: 0)")
+    fix.add_argument("--expand", default="0", metavar="K",
+                     help="add the K unflagged samples most like the flagged ones before unlearning (default: 0); "
+                          "auto: as many as the scores suggest (none when the ranking cannot tell)")
     fix.add_argument("--ranking", default="combined", help="the suspect ranking --expand uses (default: combined)")
     fix.add_argument("--max-val-drop", type=float, default=2.0, metavar="POINTS",
                      help="auto: candidates may lose at most POINTS of validation accuracy (default: 2)")

@@ -179,7 +179,8 @@ def method_order(records: list[dict], results_dir: Path) -> list[str]:
             variants.setdefault(r["base_method"], set()).add((r["expand"], r["method"]))
     listed = [ORIGINAL]
     for name in configured:
-        listed += [name, *(label for _, label in sorted(variants.get(name, ())))]
+        listed += [name, *(label for _, label in sorted(variants.get(name, ()),  # numbers ascending, then auto
+                                                        key=lambda v: ((1, 0) if v[0] == "auto" else (0, v[0]), v[1])))]
     return [m for m in listed if m in present] + sorted(present - set(listed))
 
 

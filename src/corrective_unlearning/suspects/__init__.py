@@ -131,6 +131,19 @@ class Suspects:
     candidates: int = 0
     notes: dict = field(default_factory=dict)
     seconds: float = 0.0
+    # the flagged samples' scores under the same ranking (leave-one-out; for combined, their weighted percentile
+    # among the candidates' scores), row-aligned with flagged_indices: what k "auto" reads (suspects.auto)
+    flagged_scores: torch.Tensor | None = None
+    flagged_indices: torch.Tensor | None = None
+
+    def auto_k(self, **options) -> dict:
+        """The number of suspects to add chosen from the scores alone (:func:`.auto.choose_k`: ``k``, the
+        self-check, the estimated hidden count and the reason); needs every candidate ranked (``k=None``)."""
+        from .auto import choose_k
+
+        if self.flagged_scores is None or len(self.indices) < self.candidates:
+            raise ValueError("k auto needs every candidate ranked (k=None) and the flagged samples' scores")
+        return choose_k(self.scores.numpy(), self.flagged_scores.numpy(), **options)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -243,8 +256,11 @@ def rank_features(features: Features, rows: torch.Tensor, flagged_mask: torch.Te
         weights = {name: w / total for name, w in weights.items()}
         n_c = int(candidates.sum())
         final = sum(weights[name] * average_ranks(scores[name][candidates]) / n_c for name in components)
+        flagged_final = sum(weights[name] * _ranks_among(scores[name][flagged_np], scores[name][candidates]) / n_c
+                            for name in components)
     else:
         final = scores[ranking][candidates]
+        flagged_final = scores[ranking][flagged_np]
     order = _order(final, cand_idx)
     if k is not None:
         order = order[:k]
@@ -252,7 +268,18 @@ def rank_features(features: Features, rows: torch.Tensor, flagged_mask: torch.Te
         indices=torch.from_numpy(cand_idx[order].copy()), scores=torch.from_numpy(np.asarray(final)[order].copy()),
         ranking=ranking,
         per_ranking={name: torch.from_numpy(s[candidates][order].copy()) for name, s in scores.items()},
-        self_check=checks, weights=weights, candidates=int(candidates.sum()), notes=notes)
+        self_check=checks, weights=weights, candidates=int(candidates.sum()), notes=notes,
+        flagged_scores=torch.from_numpy(np.asarray(flagged_final, dtype=np.float64).copy()),
+        flagged_indices=rows[flagged_mask].clone())
+
+
+def _ranks_among(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """The average rank each of ``values`` would take if inserted alone among ``reference`` (1-based, ties half):
+    a flagged sample's rank on the candidates' scale."""
+    ordered = np.sort(reference)
+    below = np.searchsorted(ordered, values, side="left")
+    upto = np.searchsorted(ordered, values, side="right")
+    return below + (upto - below + 1) / 2.0
 
 
 def features_of(model: nn.Module, bank, labels: torch.Tensor, indices: torch.Tensor, runtime: Runtime,
