@@ -98,9 +98,9 @@ def _write_model(model, path: Path, meta: dict) -> None:
 
 
 def _expand_arg(value, flag: str = "--expand") -> int | str:
-    """``--expand``/``--k``: a number of suspects >= 0, or ``auto``."""
-    if str(value) == "auto":
-        return "auto"
+    """``--expand``/``--k``: a number of suspects >= 0, or ``auto`` (``--k`` also takes ``all``)."""
+    if str(value) == "auto" or (flag == "--k" and str(value) == "all"):
+        return str(value)
     try:
         k = int(value)
     except ValueError:
@@ -163,6 +163,64 @@ def cmd_fix(args) -> int:
     print(before_after(result.report))
     print(f"corrected model: {Path(args.out) / 'model.safetensors'}; report: {report}")
     return 0
+
+
+def cmd_suspects(args) -> int:
+    """Rank the unflagged training samples by resemblance to the flagged ones (corrective_unlearning.suspects)."""
+    import dataclasses
+    import warnings
+
+    from . import fix
+    from .fix.data import check_model_file
+    from .runtime import Runtime
+    from .suspects import ranking_names, rank_suspects
+    from .suspects.command import check_out, write
+
+    k = _expand_arg(args.k, "--k")
+    if k == 0:
+        raise ValueError("--k: expected a number of suspects >= 1, auto, or all")
+    if args.ranking not in ranking_names():
+        raise ValueError(f"--ranking: expected one of {ranking_names()}, got {args.ranking!r}")
+    params = _hparams(args.params)
+    out = check_out(args.out, args.force, {"--data": args.data if Path(args.data).exists() else None,
+                                           "--model": args.model})
+    check_model_file(args.model, "--model")
+    flagged_ = fix.read_flagged(args.flagged)
+    if not flagged_:
+        raise ValueError(f"--flagged {args.flagged} holds no index")
+    runtime = dataclasses.replace(Runtime.create(args.device or "auto", compile=False, progress=False),
+                                  channels_last=False)
+    data = fix.training_data(args.data, data_dir=args.data_dir, download=args.download, runtime=runtime)
+    flagged = fix.read_flagged(args.flagged, n=len(data.labels))
+    arch = args.arch or _sidecar(args.model).get("arch")
+    if not arch:
+        raise ValueError(f"--arch is needed: {args.model} has no sidecar naming its architecture")
+    with warnings.catch_warnings(record=True) as notes:
+        warnings.simplefilter("always")
+        model = fix.load_model(args.model, arch, data.num_classes, data.images.shape[1])
+    for note in notes:
+        print(f"note: {note.message}", file=sys.stderr)
+    model = runtime.prepare(model).eval()
+    found = rank_suspects(model, data.bank(runtime), data.labels, torch_tensor(flagged), data.train_idx, runtime,
+                          ranking=args.ranking, params=params, stamp=data.triggered, seed=args.seed)
+    auto = found.auto_k() if k == "auto" else None
+    manipulated = None
+    if data.setting is not None:  # a benchmark run folder: the truth is known
+        manipulated = data.setting.manipulated.manipulated.cpu()
+    elif data.true_labels is not None:
+        manipulated = torch_tensor((data.true_labels != data.labels).nonzero().flatten())
+    report = write(found, out, None if k == "all" else k, auto,
+                   {"model": str(args.model), "arch": arch, "data": data.description}, manipulated)
+    chosen = auto["k"] if auto is not None else (found.candidates if k == "all" else min(k, found.candidates))
+    print(f"{chosen} suspects selected of {found.candidates} candidates ({args.ranking}); "
+          + (f"k auto: {auto['reason']}; " if auto is not None else "") + f"report: {report}")
+    return 0
+
+
+def torch_tensor(values):
+    import torch
+
+    return torch.as_tensor(values).long()
 
 
 def _hparams(text: str | None) -> dict | None:
@@ -321,6 +379,32 @@ def build_parser() -> argparse.ArgumentParser:
     fix.add_argument("--force", action="store_true", help="replace an earlier fix in --out whole")
     fix.add_argument("--quiet", action="store_true", help="no progress bars")
     fix.set_defaults(handler=cmd_fix)
+
+    sus = sub.add_parser(
+        "suspects", help="rank the unflagged training samples by resemblance to the flagged ones (finding the rest)",
+        description="Rank every unflagged training sample by how much the model sees it like the flagged ones "
+                    "(or by a poison detector). Writes OUT/suspects.csv, OUT/report.md (self-checks, the K chosen "
+                    "and why) and OUT/figures/suspects-histogram.png.",
+        epilog="example: corrective suspects --model m.safetensors --arch resnet9 --data run/ --flagged flagged.txt "
+               "--k auto --out s/")
+    sus.add_argument("--model", required=True, help="the trained weights (.safetensors or a PyTorch checkpoint)")
+    sus.add_argument("--arch", help="the registry architecture; default: the model's JSON sidecar")
+    sus.add_argument("--data", required=True, help="training data as trained on (the forms 'corrective fix' takes)")
+    sus.add_argument("--flagged", required=True, help="the flagged training indices: .txt, .csv or .json")
+    sus.add_argument("--ranking", default="combined", help="a suspects ranking (default: combined); e.g. embedding, "
+                                                          "spectral, activation_clustering, scan, strip, outlier")
+    sus.add_argument("--params", help="YAML mapping ranking -> parameters, e.g. '{combined: {rankings: [embedding, "
+                                      "spectral_flagged]}}'")
+    sus.add_argument("--k", default="auto", help="how many to select: a number, auto (default: from the scores) "
+                                                 "or all")
+    sus.add_argument("--data-dir", help="directory holding the dataset files")
+    sus.add_argument("--download", action="store_true", help="download missing dataset files into the data dir")
+    sus.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    sus.add_argument("--seed", type=int, default=0)
+    sus.add_argument("--out", default="suspects", help="output folder (default: suspects): new, empty, or an "
+                                                       "earlier suspects output (replaced with --force)")
+    sus.add_argument("--force", action="store_true", help="replace an earlier suspects output in --out")
+    sus.set_defaults(handler=cmd_suspects)
 
     methods = sub.add_parser("methods", help="list every registered unlearning method with its hyperparameters")
     methods.set_defaults(handler=cmd_methods)
