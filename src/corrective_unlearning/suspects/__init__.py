@@ -10,9 +10,21 @@ model over the training images (:class:`Features`: penultimate embedding, output
   flagged set's mean gradient (closed form, no backward pass);
 - ``label_issues`` (:mod:`.label_issues`): confident learning (cleanlab) on out-of-sample probabilities of a
   cross-validated logistic-regression probe on the embeddings; it does not look at the flagged set at all;
+- ``spectral_flagged`` (:mod:`.spectral`): the standardised projection on the direction from a class's mean to its
+  flagged samples' mean (the flag-aware variant of spectral signatures);
+- the backdoor field's poison detectors, which do **not** use the flagged set (their self-check still compares the
+  flagged rows' scores with the others'): ``spectral`` (spectral signatures, :mod:`.spectral`),
+  ``activation_clustering`` (:mod:`.activation_clustering`), ``scan`` (:mod:`.scan`), ``strip`` (:mod:`.strip`:
+  model forwards on blended images, through ``Features.blend``) and ``outlier`` (cleanlab's outlier score,
+  :mod:`.outlier`);
 - ``combined``: a weighted average of the rankings' percentile ranks (rank average), each weighted by how well it
   recognises the flagged samples themselves (its *self-check*, below); ``weights: equal`` gives the plain rank
-  average.
+  average. Its members by default are :data:`DEFAULT_COMBINED` (embedding, gradient, label_issues: the rankings
+  registered before the detectors, so that default results did not move); ``params={"combined": {"rankings":
+  [...]}}`` names others.
+
+``k`` auto (:mod:`.auto`): how many suspects to add, estimated from the candidates' scores and the flagged
+samples' leave-one-out scores (:meth:`Suspects.auto_k`); none when the self-check says the ranking cannot tell.
 
 **Self-check.** Every ranking also scores each flagged sample as if it were unflagged (leave-one-out: against the
 other flagged samples; the probe's probabilities are out-of-fold anyway). The self-check of a ranking is the AUC of
