@@ -52,6 +52,7 @@ def parse() -> argparse.Namespace:
                                                           "a shared CPU: n forward passes per sample)")
     p.add_argument("--out", default="results/detectors-fm")
     p.add_argument("--doc", default="docs/detectors.md", help="write the tables there between markers ('' = no)")
+    p.add_argument("--n", type=int, default=0, help="every manipulation's size (smoke tests; 0 = the config's)")
     p.add_argument("--subsample", type=int, default=0,
                    help="rank S_m and this many other training samples only (smoke tests; 0 = every sample)")
     p.add_argument("--device", default="auto")
@@ -105,6 +106,8 @@ def main() -> None:
     manipulations = raw["manipulations"]
     if args.only:
         manipulations = [manipulations[int(i)] for i in args.only.split(",")]
+    if args.n:
+        manipulations = [{**m, "sizes": [args.n]} for m in manipulations]
     rates = [float(r) for r in args.rates.split(",")]
     config = load_grid_config(args.config, [f"seeds=[{args.seed}]", f"device={args.device}", "expand=[0]",
                                             *args.overrides])  # the healing part is the grid config's own run
@@ -203,7 +206,7 @@ def report(results: list[dict], rates: list[float], names: list[str], doc: str |
                     rows.append([m, n, r["self_check"], r["undiscovered"], r["auto_k"], r["auto_precision"],
                                  r["auto_recall"], r["auto_f1"]])
         parts.append(f"#### k auto at {rate:.0%} discovery (true |S_m \\ S_f| beside the K chosen)\n\n" +
-                     table(["manipulation", "ranking", "self-check", "|S_m \\ S_f|", "auto K", "precision",
+                     table(["manipulation", "ranking", "self-check", "hidden (S_m \\ S_f)", "auto K", "precision",
                             "recall", "F1"], rows))
     rows = []
     for m in manipulations:
