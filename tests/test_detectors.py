@@ -215,3 +215,13 @@ def test_outlier_orders_as_the_mean_cosine_distance_to_the_k_nearest_neighbours(
     from scipy.stats import spearmanr
 
     assert spearmanr(scores, mean_knn).statistic > 0.999
+
+
+def test_outlier_equals_cleanlabs_out_of_distribution_score():
+    pytest.importorskip("cleanlab")
+    from cleanlab.outlier import OutOfDistribution
+
+    z = np.random.default_rng(0).normal(size=(300, 8)) + 2.0
+    scores, _ = _score("outlier", _features(z, np.zeros(300, dtype=int)), np.zeros(300, dtype=bool))
+    theirs = 1 - OutOfDistribution(params={"k": 10}).fit_score(features=z.astype(np.float32), verbose=False)
+    np.testing.assert_allclose(scores, theirs, atol=1e-5)
