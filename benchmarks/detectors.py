@@ -144,6 +144,7 @@ def main() -> None:
               f"{forward:.1f} s", flush=True)
         memo.key = label(m)
         s_m = setting.manipulated.manipulated.cpu()
+        saved = {}  # every ranking's scores (candidates, most suspect first, with the truth; flagged): --out
         for rate in rates:
             forget = deletion_set(setting, rate).cpu()
             mask = torch.isin(rows, forget)
@@ -158,6 +159,9 @@ def main() -> None:
                     ranked = rank_features(features, rows, mask, ranking=name,
                                            params={name: params[name]} if name in params else None, seed=args.seed)
                     seconds = memo.seconds.get((memo.key, name), float("nan"))
+                saved[f"{name}@{rate}/candidates"] = ranked.scores.numpy().astype(np.float32)
+                saved[f"{name}@{rate}/hit"] = torch.isin(ranked.indices, s_m).numpy()
+                saved[f"{name}@{rate}/flagged"] = ranked.flagged_scores.numpy().astype(np.float32)
                 hit = torch.isin(ranked.indices, s_m).numpy()
                 cand_truth = np.zeros(ranked.candidates, dtype=bool)
                 cand_truth[:] = hit
@@ -178,6 +182,7 @@ def main() -> None:
         print(f"{label(m)} (n={m['sizes'][0]}): original {info.get('cache')}, features {forward:.1f} s, "
               f"{time.perf_counter() - start:.0f} s in all; seconds: {timing}", flush=True)
         (out / "results.json").write_text(json.dumps(results, indent=1))
+        np.savez_compressed(out / f"scores-{label(m).replace(' ', '_')}.npz", **saved)
         report(results, rates, [*singles, *combos], args.doc or None)  # each manipulation: a cut run keeps them
     text = report(results, rates, [*singles, *combos], args.doc or None)
     print("\n" + text)

@@ -378,7 +378,9 @@ def suspects(
     mask of length N. ``mean``/``std``: the normalisation of uint8 images (default: their channel statistics).
     ``candidates``: the samples to rank (indices or mask; default every unflagged training sample); flagged ones
     among them are dropped. ``ranking``: one of :func:`ranking_names` (``embedding``, ``gradient``,
-    ``label_issues``, ``combined``); ``params``: ranking name -> parameters. ``label_issues`` (and ``combined``,
+    ``label_issues``, ``spectral_flagged``, the detectors ``spectral``, ``activation_clustering``, ``scan``,
+    ``strip``, ``outlier``, and ``combined``); ``params``: ranking name -> parameters. With ``k=None``,
+    :meth:`Suspects.auto_k` chooses how many to take from the scores. ``label_issues`` (and ``combined``,
     which includes it by default) needs the optional packages ``cleanlab`` and ``scikit-learn``
     (``pip install 'corrective-unlearning[suspects]'``).
     """

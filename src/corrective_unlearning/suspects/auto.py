@@ -7,12 +7,14 @@ mixture: ``F_cand = (1 - pi) F_clean + pi F_bad`` with ``F_bad`` approximated by
 distribution. Then:
 
 1. **How many are hidden** (mixture proportion estimation): at a threshold ``t``, the candidates above it number
-   ``tail_cand(t) N_cand ~= pi N_cand tail_bad(t) + (clean samples above t)``; where the clean ones add little,
-   ``U(t) = tail_cand(t) N_cand / tail_flagged(t)`` estimates the hidden count. ``U_hat`` is the median of ``U(t)``
-   over the thresholds ``t`` at the flagged scores whose flagged tail is between 1/4 and 3/4 (the middle
-   quantiles: the flagged set's most reliable ones; measured on synthetic mixtures with 6 and 60 flagged samples,
-   the minimum over high thresholds, Blanchard-Lee-Scott's estimator, was biased low by a third and twice as
-   variable).
+   ``count(t) = U tail_bad(t) + (clean samples above t)``, so ``U(t) = count(t) / tail_flagged(t)`` is an upper
+   bound of the hidden count ``U`` up to the flagged quantiles' noise, tightest where clean samples add least
+   (Blanchard, Lee and Scott 2010). ``U_hat`` is the smallest ``U(t)`` over the thresholds ``t`` at the flagged
+   scores whose flagged tail is between 1/4 and 3/4: the middle quantiles, the flagged set's most reliable ones.
+   (On synthetic Gaussian mixtures with 56,000 clean candidates, 540 hidden and 6 or 60 flagged, this gave F1
+   0.84 / 0.91 at a clear separation and kept K near U as the separation shrank, where the median of ``U(t)`` grew
+   with the clean samples above the lower thresholds; the minimum over the upper tails 0.1-0.5 was biased low by
+   a quarter.)
 2. **Where to cut**: ``K = round(U_hat)``, the top ``U_hat`` candidates (a clean ranking then gets F1 near its
    precision at ``|S_m \ S_f|``).
 3. **Nothing when the ranking cannot tell** (the self-check): if the AUC of the flagged scores against the
@@ -58,7 +60,8 @@ def choose_k(candidate_scores, flagged_scores, *, min_auc: float = MIN_AUC) -> d
     usable = (tail_f >= 0.25) & (tail_f <= 0.75)
     if not usable.any():
         usable = np.abs(tail_f - 0.5) == np.abs(tail_f - 0.5).min()
-    hidden = float(min(np.median(count_c[usable] / tail_f[usable]), n_c))
+    ratios = count_c[usable] / tail_f[usable]
+    hidden = float(min(np.min(ratios), n_c))
     k = int(round(hidden))
     out.update(k=k, hidden_estimate=round(hidden, 2),
                threshold=float(np.sort(cand)[::-1][k - 1]) if k else None)
@@ -66,8 +69,10 @@ def choose_k(candidate_scores, flagged_scores, *, min_auc: float = MIN_AUC) -> d
         out["reason"] = (f"self-check AUC {auc:.3f}, but no candidate scores like the flagged samples: adding none")
     else:
         out["reason"] = (f"self-check AUC {auc:.3f}; above the middle quantiles of the flagged samples' scores the "
-                         f"candidates number about {hidden:.0f} hidden manipulated samples (median over "
-                         f"{int(usable.sum())} thresholds): adding the top {k}")
+                         f"candidates hold at most about {hidden:.0f} hidden manipulated samples (the tightest of "
+                         f"{int(usable.sum())} thresholds; the loosest says {float(np.max(ratios)):.0f}): adding the "
+                         f"top {k}")
+        out["hidden_loosest"] = round(float(np.max(ratios)), 2)
     return out
 
 
