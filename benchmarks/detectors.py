@@ -55,6 +55,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--n", type=int, default=0, help="every manipulation's size (smoke tests; 0 = the config's)")
     p.add_argument("--subsample", type=int, default=0,
                    help="rank S_m and this many other training samples only (smoke tests; 0 = every sample)")
+    p.add_argument("--healing", default=None, metavar="RESULTS",
+                   help="only print (and write into --doc) the healing table of a 'corrective run' of the config "
+                        "(expand: [0, auto]) from its records, e.g. results/detectors-heal")
     p.add_argument("--device", default="auto")
     p.add_argument("overrides", nargs="*", help="grid overrides, e.g. recipe.steps=10")
     return p.parse_args()
@@ -100,8 +103,62 @@ def label(m: dict) -> str:
     return m["name"].replace("_", " ")
 
 
+HEAL_BEGIN, HEAL_END = "<!-- detectors healing: begin -->", "<!-- detectors healing: end -->"
+
+
+def healing(results_dir: str, doc: str | None) -> str:
+    """Per manipulation and method at each rate: the guarded selection's healed accuracies without (K = 0) and with
+    the top suspects (K auto), the K chosen and its precision / recall / F1 against S_m \\ S_f."""
+    from corrective_unlearning.runner import load_records
+    from corrective_unlearning.selection import mark_selection
+
+    records = [r for r in mark_selection(load_records(results_dir)) if r.get("status") == "ok"]
+    rows = []
+    variants = list(dict.fromkeys((r["manipulation"], json.dumps(r.get("manipulation_params") or {}, sort_keys=True))
+                                  for r in records))
+    for name, params in variants:
+        mine = [r for r in records if r["manipulation"] == name
+                and json.dumps(r.get("manipulation_params") or {}, sort_keys=True) == params]
+        title = label({"name": name, "params": json.loads(params)})
+        for r in [r for r in mine if r["method"] == "original"][:1]:
+            m = r["metrics"]
+            rows.append([title, "original", "", "", "", f"{m['affected_acc']:.1f} / {m['manipulated_acc']:.1f} / "
+                                                       f"{m['utility_acc']:.1f}", "", ""])
+        for method in dict.fromkeys(r["method"] for r in mine if r["method"] != "original"):
+            for rate in sorted({r["rate"] for r in mine if r["method"] == method}):
+                cells = {}
+                for k in (0, "auto"):
+                    chosen = [r for r in mine if r["method"] == method and r["rate"] == rate
+                              and (r.get("expand") or 0) == k and r.get("guarded")]
+                    cells[k] = chosen[0] if chosen else None
+                plain, grown = cells[0], cells["auto"]
+                fmt = (lambda r: "" if r is None else f"{r['metrics']['affected_acc']:.1f} / "  # noqa: E731
+                       f"{r['metrics']['manipulated_acc']:.1f} / {r['metrics']['utility_acc']:.1f}")
+                s_ = (grown or {}).get("suspects") or {}
+                rows.append([title, method, f"{rate:.0%}", s_.get("k", ""),
+                             "" if not s_ else f"{s_['precision']:.2f} / {s_['recall']:.2f} / {s_.get('f1', float('nan')):.2f}",
+                             fmt(plain), fmt(grown), "" if not s_ else f"{s_['auto']['self_check']:.3f}"])
+    text = ("#### healing: K = 0 against K auto (combined), guarded selection; healed test / healed S_m / utility, "
+            "accuracies in % on clean labels\n\n" +
+            table(["manipulation", "method", "rate", "auto K", "P / R / F1 of the K", "K = 0", "K auto",
+                   "self-check"], rows))
+    if doc:
+        path = Path(doc)
+        old = path.read_text() if path.exists() else ""
+        if HEAL_BEGIN in old and HEAL_END in old:
+            head, rest = old.split(HEAL_BEGIN, 1)
+            _, tail = rest.split(HEAL_END, 1)
+            path.write_text(f"{head}{HEAL_BEGIN}\n{text}\n{HEAL_END}{tail}")
+        else:
+            path.write_text(f"{old.rstrip()}\n\n{HEAL_BEGIN}\n{text}\n{HEAL_END}\n")
+    return text
+
+
 def main() -> None:
     args = parse()
+    if args.healing:
+        print(healing(args.healing, args.doc or None))
+        return
     raw = read_yaml(args.config)
     manipulations = raw["manipulations"]
     if args.only:
