@@ -55,6 +55,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--n", type=int, default=0, help="every manipulation's size (smoke tests; 0 = the config's)")
     p.add_argument("--subsample", type=int, default=0,
                    help="rank S_m and this many other training samples only (smoke tests; 0 = every sample)")
+    p.add_argument("--tables-only", action="store_true",
+                   help="print (and write into --doc) the tables of an earlier run's --out/results.json")
     p.add_argument("--healing", default=None, metavar="RESULTS",
                    help="only print (and write into --doc) the healing table of a 'corrective run' of the config "
                         "(expand: [0, auto]) from its records, e.g. results/detectors-heal")
@@ -158,6 +160,12 @@ def main() -> None:
     args = parse()
     if args.healing:
         print(healing(args.healing, args.doc or None))
+        return
+    if args.tables_only:
+        results = json.loads((Path(args.out) / "results.json").read_text())
+        rates = sorted({r["rate"] for r in results})
+        names = list(dict.fromkeys(r["ranking"] for r in results))
+        print(report(results, rates, names, args.doc or None))
         return
     raw = read_yaml(args.config)
     manipulations = raw["manipulations"]
@@ -270,6 +278,22 @@ def report(results: list[dict], rates: list[float], names: list[str], doc: str |
         parts.append(f"#### k auto at {rate:.0%} discovery (true |S_m \\ S_f| beside the K chosen)\n\n" +
                      table(["manipulation", "ranking", "self-check", "hidden (S_m \\ S_f)", "auto K", "precision",
                             "recall", "F1"], rows))
+    detectors = [n for n in names if n in FLAG_FREE - {"label_issues"}]
+    ours = [n for n in names if n not in FLAG_FREE and not n.startswith(COMBINED)]
+    rows = []
+    for rate in rates:
+        for m in manipulations:
+            got = {n: at[(m, rate, n)] for n in names if (m, rate, n) in at}
+            if not got:
+                continue
+            best_d = max(detectors, key=lambda n: got[n]["recall_at_k"]) if detectors else None
+            best_o = max(ours, key=lambda n: got[n]["recall_at_k"])
+            rows.append([m, f"{rate:.0%}", f"{best_d} {got[best_d]['recall_at_k']:.3f} / {got[best_d]['auroc']:.3f}",
+                         f"{best_o} {got[best_o]['recall_at_k']:.3f} / {got[best_o]['auroc']:.3f}",
+                         *[f"{got[n]['recall_at_k']:.3f} / {got[n]['auroc']:.3f}" for n in names if n.startswith(COMBINED)]])
+    parts.append("#### who finds the rest: recall at K = |S_m \\ S_f| / AUROC of the best detector (no flagged set), of "
+                 "the best flag-aware ranking, and of the combinations\n\n" +
+                 table(["manipulation", "rate", "best detector", "best flag-aware single", *[n for n in names if n.startswith(COMBINED)]], rows))
     rows = []
     for m in manipulations:
         r0 = next(r for r in results if r["manipulation"] == m)
