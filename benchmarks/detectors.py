@@ -116,12 +116,11 @@ def healing(results_dir: str, doc: str | None) -> str:
 
     records = [r for r in mark_selection(load_records(results_dir)) if r.get("status") == "ok"]
     rows = []
-    variants = list(dict.fromkeys((r["manipulation"], json.dumps(r.get("manipulation_params") or {}, sort_keys=True))
-                                  for r in records))
-    for name, params in variants:
-        mine = [r for r in records if r["manipulation"] == name
-                and json.dumps(r.get("manipulation_params") or {}, sort_keys=True) == params]
-        title = label({"name": name, "params": json.loads(params)})
+    variants = list(dict.fromkeys(r.get("manipulation_variant") or r["manipulation"] for r in records))
+    for variant in variants:
+        mine = [r for r in records if (r.get("manipulation_variant") or r["manipulation"]) == variant]
+        name, _, params = variant.partition(" ")
+        title = label({"name": name, "params": json.loads(params) if params else {}})
         for r in [r for r in mine if r["method"] == "original"][:1]:
             m = r["metrics"]
             rows.append([title, "original", "", "", "", f"{m['affected_acc']:.1f} / {m['manipulated_acc']:.1f} / "
