@@ -3,6 +3,7 @@ classifier when only some of it was identified, and measure how well that worked
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -100,6 +101,19 @@ def _write_model(model, path: Path, meta: dict) -> None:
     write_json_atomic(path.with_suffix(".json"), meta)
 
 
+def _expand_arg(value, flag: str = "--expand") -> int | str:
+    """``--expand``/``--k``: a number of suspects >= 0, or ``auto`` (``--k`` also takes ``all``)."""
+    if str(value) == "auto" or (flag == "--k" and str(value) == "all"):
+        return str(value)
+    try:
+        k = int(value)
+    except ValueError:
+        raise ValueError(f"{flag}: expected a number of suspects >= 0 or auto, got {value!r}") from None
+    if k < 0:
+        raise ValueError(f"{flag}: expected a number of suspects >= 0 or auto, got {value}")
+    return k
+
+
 def cmd_fix(args) -> int:
     from .progress import progress_bar  # lazy: each command loads only what it runs
 
@@ -112,8 +126,7 @@ def cmd_fix(args) -> int:
 
     # Everything that can be checked without the data is checked first, before any work.
     check_max_val_drop(args.max_val_drop, "--max-val-drop")
-    if args.expand < 0:
-        raise ValueError(f"--expand: expected a number of suspects >= 0, got {args.expand}")
+    args.expand = _expand_arg(args.expand)
     hparams = _hparams(args.hparams)
     check_hparams(args.method, hparams)
     inputs = {"--data": args.data if Path(args.data).exists() else None, "--model": args.model,
@@ -151,6 +164,58 @@ def cmd_fix(args) -> int:
     stages.close()
     print(before_after(result.report))
     print(f"corrected model: {Path(args.out) / 'model.safetensors'}; report: {report}")
+    return 0
+
+
+def cmd_suspects(args) -> int:
+    """Rank the unflagged training samples by resemblance to the flagged ones (corrective_unlearning.suspects)."""
+    import torch  # lazy: each command loads only what it runs
+
+    from .inputs import (check_model_file, load_model, read_flagged,  # lazy: each command loads only what it runs
+                         training_data)
+    from .runtime import Runtime  # lazy: each command loads only what it runs
+    from .suspects import rank_suspects, ranking_names  # lazy: each command loads only what it runs
+    from .suspects.command import check_out, write  # lazy: each command loads only what it runs
+
+    k = _expand_arg(args.k, "--k")
+    if k == 0:
+        raise ValueError("--k: expected a number of suspects >= 1, auto, or all")
+    if args.ranking not in ranking_names():
+        raise ValueError(f"--ranking: expected one of {ranking_names()}, got {args.ranking!r}")
+    params = _hparams(args.params)
+    out = check_out(args.out, args.force, {"--data": args.data if Path(args.data).exists() else None,
+                                           "--model": args.model})
+    check_model_file(args.model, "--model")
+    flagged_ = read_flagged(args.flagged)
+    if not flagged_:
+        raise ValueError(f"--flagged {args.flagged} holds no index")
+    runtime = dataclasses.replace(Runtime.create(args.device or "auto", compile=False, progress=False),
+                                  channels_last=False)
+    data = training_data(args.data, data_dir=args.data_dir, download=args.download, runtime=runtime)
+    flagged = read_flagged(args.flagged, n=len(data.labels))
+    arch = args.arch or _sidecar(args.model).get("arch")
+    if not arch:
+        raise ValueError(f"--arch is needed: {args.model} has no sidecar naming its architecture")
+    with warnings.catch_warnings(record=True) as notes:
+        warnings.simplefilter("always")
+        model = load_model(args.model, arch, data.num_classes, data.images.shape[1])
+    for note in notes:
+        print(f"note: {note.message}", file=sys.stderr)
+    model = runtime.prepare(model).eval()
+    flagged = torch.as_tensor(flagged, dtype=torch.long)
+    found = rank_suspects(model, data.bank(runtime), data.labels, flagged, data.train_idx, runtime,
+                          ranking=args.ranking, params=params, stamp=data.triggered, seed=args.seed)
+    auto = found.auto_k() if k == "auto" else None
+    manipulated = None
+    if data.setting is not None:  # a benchmark run folder: the truth is known
+        manipulated = data.setting.manipulated.manipulated.cpu()
+    elif data.true_labels is not None:
+        manipulated = (data.true_labels != data.labels).nonzero().flatten()
+    report = write(found, out, None if k == "all" else k, auto,
+                   {"model": str(args.model), "arch": arch, "data": data.description}, manipulated)
+    chosen = auto["k"] if auto is not None else (found.candidates if k == "all" else min(k, found.candidates))
+    print(f"{chosen} suspects selected of {found.candidates} candidates ({args.ranking}); "
+          + (f"k auto: {auto['reason']}; " if auto is not None else "") + f"report: {report}")
     return 0
 
 
@@ -294,8 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "candidate: '{rem: {steps: 300}}'")
     fix.add_argument("--validation", help="held-out data (.npz with images and labels); default: 5%% of the "
                                           "unflagged training samples, or a run folder's validation split")
-    fix.add_argument("--expand", type=int, default=0, metavar="K",
-                     help="add the K unflagged samples most like the flagged ones before unlearning (default: 0)")
+    fix.add_argument("--expand", default="0", metavar="K",
+                     help="add the K unflagged samples most like the flagged ones before unlearning (default: 0); "
+                          "auto: as many as the scores suggest (none when the ranking cannot tell)")
     fix.add_argument("--ranking", default="combined", help="the suspect ranking --expand uses (default: combined)")
     fix.add_argument("--max-val-drop", type=float, default=2.0, metavar="POINTS",
                      help="auto: candidates may lose at most POINTS of validation accuracy (default: 2)")
@@ -309,6 +375,32 @@ def build_parser() -> argparse.ArgumentParser:
     fix.add_argument("--force", action="store_true", help="replace an earlier fix in --out whole")
     fix.add_argument("--quiet", action="store_true", help="no progress bars")
     fix.set_defaults(handler=cmd_fix)
+
+    sus = sub.add_parser(
+        "suspects", help="rank the unflagged training samples by resemblance to the flagged ones (finding the rest)",
+        description="Rank every unflagged training sample by how much the model sees it like the flagged ones "
+                    "(or by a poison detector). Writes OUT/suspects.csv, OUT/report.md (self-checks, the K chosen "
+                    "and why) and OUT/figures/suspects-histogram.png.",
+        epilog="example: corrective suspects --model m.safetensors --arch resnet9 --data run/ --flagged flagged.txt "
+               "--k auto --out s/")
+    sus.add_argument("--model", required=True, help="the trained weights (.safetensors or a PyTorch checkpoint)")
+    sus.add_argument("--arch", help="the registry architecture; default: the model's JSON sidecar")
+    sus.add_argument("--data", required=True, help="training data as trained on (the forms 'corrective fix' takes)")
+    sus.add_argument("--flagged", required=True, help="the flagged training indices: .txt, .csv or .json")
+    sus.add_argument("--ranking", default="combined", help="a suspects ranking (default: combined); e.g. embedding, "
+                                                          "spectral, activation_clustering, scan, strip, outlier")
+    sus.add_argument("--params", help="YAML mapping ranking -> parameters, e.g. '{combined: {rankings: [embedding, "
+                                      "spectral_flagged]}}'")
+    sus.add_argument("--k", default="auto", help="how many to select: a number, auto (default: from the scores) "
+                                                 "or all")
+    sus.add_argument("--data-dir", help="directory holding the dataset files")
+    sus.add_argument("--download", action="store_true", help="download missing dataset files into the data dir")
+    sus.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    sus.add_argument("--seed", type=int, default=0)
+    sus.add_argument("--out", default="suspects", help="output folder (default: suspects): new, empty, or an "
+                                                       "earlier suspects output (replaced with --force)")
+    sus.add_argument("--force", action="store_true", help="replace an earlier suspects output in --out")
+    sus.set_defaults(handler=cmd_suspects)
 
     methods = sub.add_parser("methods", help="list every registered unlearning method with its hyperparameters")
     methods.set_defaults(handler=cmd_methods)

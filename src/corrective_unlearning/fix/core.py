@@ -86,7 +86,7 @@ def correct(
     method: str = "auto",
     validation=None,
     hparams: dict | None = None,
-    expand: int = 0,
+    expand: int | str = 0,
     ranking: str = "combined",
     recipe: Recipe | None = None,
     mean: Sequence[float] | None = None,
@@ -108,12 +108,14 @@ def correct(
     :mod:`.auto`). ``validation``: held-out data in the same form as ``train``; by default ``val_size`` (5%)
     unflagged samples are held out. ``hparams``: the method's hyperparameters; for ``auto``, a mapping from
     candidate to fixed hyperparameters. ``expand``: add the ``expand`` unflagged samples that most resemble the
-    flagged ones (:func:`corrective_unlearning.suspects`, ranking ``ranking``) before unlearning. ``recipe``: the
+    flagged ones (:func:`corrective_unlearning.suspects`, ranking ``ranking``) before unlearning; ``"auto"``:
+    as many as :func:`corrective_unlearning.suspects.auto.choose_k` estimates from the scores (none when the
+    ranking's self-check says it cannot tell; the report's ``suspects.auto`` says why). ``recipe``: the
     training recipe of methods that train (default: the registered dataset's, else recipe A's optimiser without
     augmentation unless ``augment``).
     """
-    if not (isinstance(expand, int) and expand >= 0):
-        raise ValueError(f"expand: expected a number of suspects >= 0, got {expand!r}")
+    if not (expand == "auto" or (isinstance(expand, int) and not isinstance(expand, bool) and expand >= 0)):
+        raise ValueError(f"expand: expected a number of suspects >= 0 or 'auto', got {expand!r}")
     check_max_val_drop(max_val_drop)
     check_hparams(method, hparams)
     runtime = dataclasses.replace(Runtime.create(device, progress=progress), channels_last=False)
@@ -258,13 +260,19 @@ def _with_validation(data: TrainingData, validation, flagged: torch.Tensor, val_
     return data, val_idx, f"held out: {size} unflagged training samples (given labels), not trained on here"
 
 
-def _expand(original: nn.Module, data: TrainingData, bank, flagged: torch.Tensor, k: int, ranking: str,
+def _expand(original: nn.Module, data: TrainingData, bank, flagged: torch.Tensor, k: int | str, ranking: str,
             runtime: Runtime) -> tuple[torch.Tensor, dict]:
-    """The original's top-``k`` suspects, and what the ranking says about itself."""
+    """The original's top-``k`` suspects (``k`` "auto": as many as the scores suggest), and what the ranking says
+    about itself."""
+    auto = None
     found = rank_suspects(original, bank, data.labels, flagged, data.train_idx, runtime,
-                          ranking=ranking, k=k, stamp=data.triggered)
+                          ranking=ranking, k=None if k == "auto" else k, stamp=data.triggered)
+    if k == "auto":  # chosen from the scores of every candidate
+        auto = found.auto_k()
+        found, k = found.top(auto["k"]), auto["k"]
     added = found.indices.cpu()
-    report = {"ranking": ranking, "k": k, "added": len(added), "indices": added.tolist(),
+    report = {"ranking": ranking, "k": k, **({"auto": auto} if auto is not None else {}),
+              "added": len(added), "indices": added.tolist(),
               "scores": [float(s) for s in found.scores], "self_check": found.self_check,
               "weights": found.weights, "seconds": found.seconds}
     if data.true_labels is not None:  # a benchmark run: how many suspects really were manipulated

@@ -135,6 +135,8 @@ def render_markdown(report: CorrectionReport, figures: list) -> str:
                  if "manipulated_among_added" in s else "")
         lines.append(f"- expansion: {s['added']} suspects added by the `{s['ranking']}` ranking{known} (ranked in "
                      f"{s['seconds']:.1f} s, not counted in the time below)")
+        if s.get("auto"):
+            lines.append(f"- expansion size chosen by `auto`: {s['auto']['reason']}")
     lines.append(f"- validation: {report.validation['size']} samples, {report.validation['source']}")
     lines.append(f"- time: {report.seconds:.1f} s" + (" (every candidate of auto)" if requested == "auto" else ""))
     lines += ["", "## Before and after", "", "| | before | after | change |", "|---|---|---|---|"]

@@ -29,6 +29,12 @@ def expanded_as_method(record: dict) -> dict:
     return {**record, "method": f"{record['method']} +{k} suspects", "base_method": record["method"]}
 
 
+def _expand_order(variant: tuple) -> tuple:
+    """Expanded variants of a method: fixed sizes ascending, then ``auto``."""
+    expand, label = variant
+    return ((1, 0) if expand == "auto" else (0, expand)), label
+
+
 def method_order(records: list[dict], results_dir: Path) -> list[str]:
     """``original``, then the methods in the order of ``config.yaml`` (the grid's order), each followed by its
     expanded variants (``<method> +K suspects``, K ascending), then any others A-Z."""
@@ -41,7 +47,7 @@ def method_order(records: list[dict], results_dir: Path) -> list[str]:
             variants.setdefault(r["base_method"], set()).add((r["expand"], r["method"]))
     listed = [ORIGINAL]
     for name in configured:
-        listed += [name, *(label for _, label in sorted(variants.get(name, ())))]
+        listed += [name, *(label for _, label in sorted(variants.get(name, ()), key=_expand_order))]
     return [m for m in listed if m in present] + sorted(present - set(listed))
 
 

@@ -10,7 +10,8 @@ also gets RUM's ToW (SPEC 7, in percent) against two references, both cached (:m
 sets are chosen from the trained original over the whole training split (:mod:`..forget_sets`), not from S_m.
 Manipulation ``none`` (the clean training set, n = 0) is the setting of RUM's own study and needs forget sets.
 
-With ``expand: [0, 500]`` (default absent: ``[0]``) each rate also gets a deletion set grown by the original
+With ``expand: [0, 500]`` (default absent: ``[0]``; ``auto`` among them: K chosen from the scores by
+:mod:`..suspects.auto`) each rate also gets a deletion set grown by the original
 model's top-500 suspects (:mod:`..suspects`, ranked by ``expand_ranking``, default ``combined``): its cells' ids end
 in ``-expand500-combined`` (cells without expansion keep their ids), their records carry ``suspects: {k, ranking,
 precision, recall, ...}`` against the true S_m, and the ranking's cost is shared work of the rate
@@ -85,15 +86,16 @@ class GridConfig(RunConfig):
         sizes = [0] if self.expand is None and own is None else own if own is not None else self.expand
         where = f"methods.{method}.expand" if own is not None else "expand"
         if not isinstance(sizes, list) or not sizes or any(
-                isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in sizes) or len(set(sizes)) != len(sizes):
-            raise ConfigError(f"{where}: expected a non-empty list of distinct integers >= 0 (0 = no expansion), "
-                              f"got {sizes!r}")
+                k != "auto" and (isinstance(k, bool) or not isinstance(k, int) or k < 0) for k in sizes) or len(
+                set(sizes)) != len(sizes):
+            raise ConfigError(f"{where}: expected a non-empty list of distinct integers >= 0 (0 = no expansion) "
+                              f"or auto (as many as the suspects' scores suggest), got {sizes!r}")
         if self.expand_ranking not in ranking_names():
             raise ConfigError(f"expand_ranking: expected one of {ranking_names()}, got {self.expand_ranking!r}")
         if self.forget_sets and any(sizes):
             raise ConfigError("expand grows deletion sets drawn from S_m by a discovery rate; it does not apply to "
                               "forget_sets")
-        return sorted(sizes)
+        return sorted(sizes, key=_expand_order)
 
     def forget_set_specs(self) -> list[ForgetSetSpec]:
         """The ``forget_sets`` entries, validated; [] for a rate-based grid."""
@@ -243,7 +245,9 @@ class Cell:
     hparams: dict
     setting_index: int = 0  # position of ``hparams`` in the method's grid: selection ties go to grid order
     forget_set: str = ""  # a forget set's label (grid key forget_sets; rate 1.0), "" for a rate-based cell
-    expand: int = 0  # top-K suspects added to the deletion set (grid key expand); 0 = S_f as identified
+    # top-K suspects added to the deletion set (grid key expand); 0 = S_f as identified; "auto": K chosen from the
+    # scores (suspects.auto), the id then ends in -expandauto-<ranking>
+    expand: int | str = 0
     expand_ranking: str = ""  # the ranking that chose them ("" when expand is 0)
 
     @property
@@ -268,6 +272,11 @@ class Cell:
         return json.loads(self.params) if self.params else {}
 
 
+def _expand_order(k) -> tuple:
+    """Expansion sizes in order: the numbers ascending, then ``auto``."""
+    return (1, 0) if k == "auto" else (0, k)
+
+
 def expand_cells(config: GridConfig) -> list[Cell]:
     """Ordered so that cells sharing an original model, then a deletion set, are contiguous. With
     ``forget_sets``, one deletion set per forget set (in the config's order, rate 1.0) instead of the rates."""
@@ -283,7 +292,7 @@ def expand_cells(config: GridConfig) -> list[Cell]:
                               for i, hp in enumerate(config.method_settings(name))]
             sizes = {name: config.expand_sizes(name) for name in config.methods}
             for rate in ([] if forget_sets else sorted(float(r) for r in config.rates)):
-                for k in sorted({k for own in sizes.values() for k in own}):
+                for k in sorted({k for own in sizes.values() for k in own}, key=_expand_order):
                     ranking = config.expand_ranking if k else ""
                     for name in (name for name in config.methods if k in sizes[name]):
                         cells += [Cell(m.name, params, n, seed, rate, name, hp, i, "", k, ranking)

@@ -10,9 +10,21 @@ model over the training images (:class:`Features`: penultimate embedding, output
   flagged set's mean gradient (closed form, no backward pass);
 - ``label_issues`` (:mod:`.label_issues`): confident learning (cleanlab) on out-of-sample probabilities of a
   cross-validated logistic-regression probe on the embeddings; it does not look at the flagged set at all;
+- ``spectral_flagged`` (:mod:`.spectral`): the standardised projection on the direction from a class's mean to its
+  flagged samples' mean (the flag-aware variant of spectral signatures);
+- the backdoor field's poison detectors, which do **not** use the flagged set (their self-check still compares the
+  flagged rows' scores with the others'): ``spectral`` (spectral signatures, :mod:`.spectral`),
+  ``activation_clustering`` (:mod:`.activation_clustering`), ``scan`` (:mod:`.scan`), ``strip`` (:mod:`.strip`:
+  model forwards on blended images, through ``Features.blend``) and ``outlier`` (cleanlab's outlier score,
+  :mod:`.outlier`);
 - ``combined``: a weighted average of the rankings' percentile ranks (rank average), each weighted by how well it
   recognises the flagged samples themselves (its *self-check*, below); ``weights: equal`` gives the plain rank
-  average.
+  average. Its members by default are :data:`DEFAULT_COMBINED` (embedding, gradient, label_issues: the rankings
+  registered before the detectors, so that default results did not move); ``params={"combined": {"rankings":
+  [...]}}`` names others.
+
+``k`` auto (:mod:`.auto`): how many suspects to add, estimated from the candidates' scores and the flagged
+samples' leave-one-out scores (:meth:`Suspects.auto_k`); none when the self-check says the ranking cannot tell.
 
 **Self-check.** Every ranking also scores each flagged sample as if it were unflagged (leave-one-out: against the
 other flagged samples; the probe's probabilities are out-of-fold anyway). The self-check of a ranking is the AUC of
@@ -51,6 +63,9 @@ from ..registry import Registry
 from ..runtime import Runtime, Stopwatch
 
 COMBINED = "combined"
+# the rankings ``combined`` mixes by default: a declared list, so that rankings registered later (the detectors,
+# the flag-aware variants) change no default result; name others with params={"combined": {"rankings": [...]}}
+DEFAULT_COMBINED = ("embedding", "gradient", "label_issues")
 
 
 @dataclass(frozen=True)
@@ -62,6 +77,10 @@ class Features:
     labels: torch.Tensor  # int64 [N]: the given labels
     num_classes: int
     bias: bool = False  # the last linear layer has a bias (its gradient is part of the last layer's)
+    # optional: blend(rows, partners, alpha) -> float class probabilities [len(rows), C] of the model on the convex
+    # blends (1 - alpha) x_row + alpha x_partner (feature rows in): the model forwards the strip ranking needs;
+    # features_of sets it, features made by hand have none
+    blend: Callable | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.labels)
@@ -106,7 +125,7 @@ def ranking(name: str, params: dict | None = None, needs: tuple = ()):
 
 # combined's parameters (it is no registered ranking: it combines them).
 COMBINED_PARAMS = {
-    "rankings": Param(list[str], doc="the rankings to combine; default: every registered one"),
+    "rankings": Param(list[str], doc="the rankings to combine; default: DEFAULT_COMBINED"),
     "weights": Param(str, "self_check", choices=("self_check", "equal"), doc="self_check: by each one's AUC"),
 }
 
@@ -136,6 +155,17 @@ class Suspects:
     candidates: int = 0
     notes: dict = field(default_factory=dict)
     seconds: float = 0.0
+    # the flagged samples' scores under the same ranking (leave-one-out; for combined, their weighted percentile
+    # among the candidates' scores), row-aligned with flagged_indices: what k "auto" reads (suspects.auto)
+    flagged_scores: torch.Tensor | None = None
+    flagged_indices: torch.Tensor | None = None
+
+    def auto_k(self, **options) -> dict:
+        """The number of suspects to add chosen from the scores alone (:func:`.auto.choose_k`: ``k``, the
+        self-check, the estimated hidden count and the reason); needs every candidate ranked (``k=None``)."""
+        if self.flagged_scores is None or len(self.indices) < self.candidates:
+            raise ValueError("k auto needs every candidate ranked (k=None) and the flagged samples' scores")
+        return choose_k(self.scores.numpy(), self.flagged_scores.numpy(), **options)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -200,7 +230,7 @@ def rank_features(features: Features, rows: torch.Tensor, flagged_mask: torch.Te
     if ranking == COMBINED:
         options = check_values(params.get(COMBINED), COMBINED_PARAMS, where=f"ranking {COMBINED}",
                                label=lambda key: f"ranking {COMBINED}: parameter {key!r}")
-        components = list(options.get("rankings", RANKINGS.names()))
+        components = list(options.get("rankings", DEFAULT_COMBINED))
         if not components or len(set(components)) != len(components) or COMBINED in components:
             raise ValueError(f"combined: rankings must be distinct names among {RANKINGS.names()}, got {components}")
     elif ranking in RANKINGS:
@@ -244,8 +274,11 @@ def rank_features(features: Features, rows: torch.Tensor, flagged_mask: torch.Te
         weights = {name: w / total for name, w in weights.items()}
         n_c = int(candidates.sum())
         final = sum(weights[name] * average_ranks(scores[name][candidates]) / n_c for name in components)
+        flagged_final = sum(weights[name] * _ranks_among(scores[name][flagged_np], scores[name][candidates]) / n_c
+                            for name in components)
     else:
         final = scores[ranking][candidates]
+        flagged_final = scores[ranking][flagged_np]
     order = _order(final, cand_idx)
     if k is not None:
         order = order[:k]
@@ -253,7 +286,18 @@ def rank_features(features: Features, rows: torch.Tensor, flagged_mask: torch.Te
         indices=torch.from_numpy(cand_idx[order].copy()), scores=torch.from_numpy(np.asarray(final)[order].copy()),
         ranking=ranking,
         per_ranking={name: torch.from_numpy(s[candidates][order].copy()) for name, s in scores.items()},
-        self_check=checks, weights=weights, candidates=int(candidates.sum()), notes=notes)
+        self_check=checks, weights=weights, candidates=int(candidates.sum()), notes=notes,
+        flagged_scores=torch.from_numpy(np.asarray(flagged_final, dtype=np.float64).copy()),
+        flagged_indices=rows[flagged_mask].clone())
+
+
+def _ranks_among(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """The average rank each of ``values`` would take if inserted alone among ``reference`` (1-based, ties half):
+    a flagged sample's rank on the candidates' scale."""
+    ordered = np.sort(reference)
+    below = np.searchsorted(ordered, values, side="left")
+    upto = np.searchsorted(ordered, values, side="right")
+    return below + (upto - below + 1) / 2.0
 
 
 def features_of(model: nn.Module, bank, labels: torch.Tensor, indices: torch.Tensor, runtime: Runtime,
@@ -268,7 +312,33 @@ def features_of(model: nn.Module, bank, labels: torch.Tensor, indices: torch.Ten
     embeddings, outputs = embeddings_and_logits(model, bank, indices, runtime, stamp, batch_size)
     head = last_linear(model)
     return Features(embeddings, outputs, torch.as_tensor(labels).cpu().long()[torch.as_tensor(indices).cpu()],
-                    num_classes=outputs.shape[1], bias=head.bias is not None)
+                    num_classes=outputs.shape[1], bias=head.bias is not None,
+                    blend=_blender(model, bank, torch.as_tensor(indices).cpu().long(), runtime, stamp, batch_size))
+
+
+def _blender(model: nn.Module, bank, indices: torch.Tensor, runtime: Runtime, stamp, batch_size: int | None):
+    """``blend(rows, partners, alpha)`` for :class:`Features`: the model's softmax on ``(1 - alpha) x_row + alpha
+    x_partner`` (normalised images of ``bank[indices[...]]``, stamped as ``stamp`` says), float32 on the CPU."""
+    size = batch_size or (2048 if runtime.cuda else 512)
+
+    def stamps(rows):
+        return stamp[rows] if isinstance(stamp, torch.Tensor) else stamp
+
+    def blend(rows: torch.Tensor, partners: torch.Tensor, alpha: float) -> torch.Tensor:
+        rows, partners = torch.as_tensor(rows).long(), torch.as_tensor(partners).long()
+        was_training = model.training
+        model.eval()
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(rows), size):
+                a, b = rows[start : start + size], partners[start : start + size]
+                x = (1 - alpha) * bank.batch(indices[a], stamps(a)) + alpha * bank.batch(indices[b], stamps(b))
+                with runtime.autocast():
+                    out.append(torch.softmax(model(x).float(), dim=1).cpu())
+        model.train(was_training)
+        return torch.cat(out) if out else torch.empty(0, 0)
+
+    return blend
 
 
 def rank_suspects(model: nn.Module, bank, labels: torch.Tensor, flagged: torch.Tensor, candidates: torch.Tensor,
@@ -317,7 +387,9 @@ def suspects(
     mask of length N. ``mean``/``std``: the normalisation of uint8 images (default: their channel statistics).
     ``candidates``: the samples to rank (indices or mask; default every unflagged training sample); flagged ones
     among them are dropped. ``ranking``: one of :func:`ranking_names` (``embedding``, ``gradient``,
-    ``label_issues``, ``combined``); ``params``: ranking name -> parameters. ``label_issues`` (and ``combined``,
+    ``label_issues``, ``spectral_flagged``, the detectors ``spectral``, ``activation_clustering``, ``scan``,
+    ``strip``, ``outlier``, and ``combined``); ``params``: ranking name -> parameters. With ``k=None``,
+    :meth:`Suspects.auto_k` chooses how many to take from the scores. ``label_issues`` (and ``combined``,
     which includes it by default) needs the optional packages ``cleanlab`` and ``scikit-learn``
     (``pip install 'corrective-unlearning[suspects]'``).
     """
@@ -340,7 +412,11 @@ def suspects(
                          k=k, params=params, stamp=data.triggered, batch_size=batch_size, seed=seed)
 
 
-from . import embedding, gradient, label_issues  # noqa: E402,F401  (registration)
+# registration, one name per ranking file:
+from . import activation_clustering, embedding, gradient, label_issues, outlier, scan, spectral, strip  # noqa
 
-__all__ = ["COMBINED", "Features", "RANKINGS", "Ranking", "Suspects", "average_ranks", "features_of", "rank_features",
-           "rank_suspects", "ranking", "ranking_names", "self_check", "self_check_weight", "suspects"]
+from .auto import choose_k  # noqa: E402  (it reads self_check, defined above)
+
+__all__ = ["COMBINED", "DEFAULT_COMBINED", "Features", "RANKINGS", "Ranking", "Suspects", "average_ranks", "choose_k",
+           "features_of", "rank_features", "rank_suspects", "ranking", "ranking_names", "self_check",
+           "self_check_weight", "suspects"]

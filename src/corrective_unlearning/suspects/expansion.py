@@ -58,15 +58,23 @@ class Expansions:
             self._ranked[key] = _COMPUTED[memo]
         return self._ranked[key]
 
-    def grow(self, forget: torch.Tensor, rate: float, k: int, ranking: str = COMBINED) -> tuple[torch.Tensor, dict]:
+    def grow(self, forget: torch.Tensor, rate: float, k: int | str, ranking: str = COMBINED
+             ) -> tuple[torch.Tensor, dict]:
         """(S_f plus its top-``k`` suspects, sorted; the records' ``suspects`` block: k, ranking, precision and
         recall against the undiscovered part of the true S_m, the discovery rate after expansion, the
-        ranking's self-checks and weights, and its seconds)."""
+        ranking's self-checks and weights, and its seconds). ``k`` "auto": K chosen from the scores
+        (:func:`.auto.choose_k`); the block then also carries ``k_chosen``, ``f1`` and ``auto`` (the choice's
+        self-check, estimate and reason)."""
         ranked = self.ranked(forget, rate, ranking)
-        top = ranked.top(k)
+        auto = ranked.auto_k() if k == "auto" else None
+        top = ranked.top(auto["k"] if auto is not None else k)
         manipulated = self.setting.manipulated.manipulated.cpu()
         expanded = torch.sort(torch.cat([forget.cpu(), top.indices])).values
-        block = {"ranking": ranking, **top.precision_recall(manipulated, forget),
+        scored = top.precision_recall(manipulated, forget)
+        if auto is not None:
+            scored = {**scored, "k_chosen": auto["k"], "f1": 2 * scored["found"] / (auto["k"] + scored["undiscovered"])
+                      if auto["k"] + scored["undiscovered"] else float("nan"), "auto": auto}
+        block = {"ranking": ranking, **scored,
                  "expanded_discovery": float(torch.isin(manipulated, expanded).double().mean()) if len(manipulated)
                  else float("nan"),
                  "self_check": ranked.self_check, "weights": ranked.weights, "notes": ranked.notes,
@@ -76,7 +84,7 @@ class Expansions:
     def charge(self, rate: float, k: int, ranking: str, timings: dict) -> None:
         """Book the ranking's seconds on ``timings`` (a cell's ``method_seconds``/``shared_*`` fields): paid by
         the first cell of the deletion set (rate, k), reused by the others."""
-        key, name = (float(rate), int(k), ranking), f"suspects/{ranking}"
+        key, name = (float(rate), k if k == "auto" else int(k), ranking), f"suspects/{ranking}"
         timings.setdefault("shared_paid", {})
         timings.setdefault("shared_reused", [])
         if key in self._charged:
