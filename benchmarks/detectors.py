@@ -6,8 +6,9 @@
 For each manipulation of ``--config`` (default configs/detectors/fashion-mnist.yaml: the eight trigger attacks,
 interclass, random labels, class-dependent label noise; one seed), the original model (trained or read from the
 cache) is ranked once per discovery rate of ``--rates`` (default 1% and 10%) by every registered ranking and by
-three combinations: ``combined`` (the default: embedding, gradient, label_issues, weighted by self-check),
-``combined+flag`` (the same plus the flag-aware ``spectral_flagged``) and ``combined_all`` (every ranking).
+three combinations: ``combined`` (the default: embedding, gradient, label_issues and the flag-aware
+``spectral_flagged``, weighted by self-check), ``combined-3`` (the default before spectral_flagged existed: the
+same without it) and ``combined_all`` (every ranking).
 Per (manipulation, rate, ranking): the self-check (AUC of the flagged samples, scored leave-one-out, against the
 candidates), the AUROC of the candidates' scores against the truth (the undiscovered S_m \\ S_f), the recall at
 K = |S_m \\ S_f| (precision at that K is the same number), the K that ``k: auto`` chose and its F1, and the seconds
@@ -183,7 +184,7 @@ def main() -> None:
           f"torch threads {torch.get_num_threads()}", flush=True)
     memo = Memo()
     singles = [n for n in RANKINGS.names()]
-    combos = {COMBINED: list(DEFAULT_COMBINED), "combined+flag": [*DEFAULT_COMBINED, "spectral_flagged"],
+    combos = {"combined-3": ["embedding", "gradient", "label_issues"], COMBINED: list(DEFAULT_COMBINED),
               "combined_all": singles}
     params = {"strip": {"n": args.strip_n}}
     results = []
@@ -269,7 +270,7 @@ def report(results: list[dict], rates: list[float], names: list[str], doc: str |
     for rate in rates:
         rows = []
         for m in manipulations:
-            for n in (COMBINED, "combined+flag", "embedding"):
+            for n in (COMBINED, "combined-3", "embedding"):
                 r = at.get((m, rate, n))
                 if r:
                     rows.append([m, n, r["self_check"], r["undiscovered"], r["auto_k"], r["auto_precision"],
