@@ -45,10 +45,10 @@ def _planted(n_per_class=100, d=16, planted=8, shift=6.0, seed=0):
     return z, labels, flagged
 
 
-def test_the_detectors_are_registered_and_combined_keeps_its_default_members():
+def test_the_detectors_are_registered_and_combined_mixes_the_flag_aware_rankings():
     for name in ("spectral", "spectral_flagged", "activation_clustering", "scan", "strip", "outlier"):
         assert name in RANKINGS
-    assert DEFAULT_COMBINED == ("embedding", "gradient", "label_issues")
+    assert DEFAULT_COMBINED == ("embedding", "gradient", "label_issues", "spectral_flagged")  # no detector
     z, labels, flagged = _planted()
     result = rank_features(_features(z, labels, logits=np.random.default_rng(0).normal(size=(len(z), 2))),
                            torch.arange(len(z)), torch.as_tensor(flagged))

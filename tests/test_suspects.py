@@ -211,8 +211,8 @@ def test_suspects_excludes_flagged_is_deterministic_and_prefix_consistent(small)
     assert isinstance(full, Suspects) and full.candidates == 196 and len(full) == 196
     assert not set(full.indices.tolist()) & set(flagged)
     assert sorted(full.indices.tolist()) == list(range(4, 200))
-    assert set(full.per_ranking) == {"embedding", "gradient", "label_issues"}
-    assert set(full.self_check) == set(full.weights) == {"embedding", "gradient", "label_issues"}
+    assert set(full.per_ranking) == {"embedding", "gradient", "label_issues", "spectral_flagged"}
+    assert set(full.self_check) == set(full.weights) == {"embedding", "gradient", "label_issues", "spectral_flagged"}
     assert (full.scores[:-1] >= full.scores[1:]).all()
     top = suspects(model, (images, labels), torch.isin(torch.arange(200), torch.tensor(flagged)), k=10, device="cpu")
     assert torch.equal(top.indices, full.indices[:10]) and torch.equal(top.scores, full.scores[:10])
