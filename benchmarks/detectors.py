@@ -33,10 +33,17 @@ import torch
 from corrective_unlearning.config import read_yaml
 from corrective_unlearning.data import load_dataset
 from corrective_unlearning.experiment import build_setting, train_original
+from corrective_unlearning.report.tables import markdown_table
 from corrective_unlearning.runner import deletion_set, load_grid_config
 from corrective_unlearning.runtime import Runtime
-from corrective_unlearning.suspects import (COMBINED, DEFAULT_COMBINED, RANKINGS, features_of, rank_features,
-                                            self_check)
+from corrective_unlearning.suspects import (
+    COMBINED,
+    DEFAULT_COMBINED,
+    RANKINGS,
+    features_of,
+    rank_features,
+    self_check,
+)
 from corrective_unlearning.suspects.auto import f1_against
 
 FLAG_FREE = {"spectral", "activation_clustering", "scan", "strip", "outlier", "label_issues"}
@@ -64,13 +71,6 @@ def parse() -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("overrides", nargs="*", help="grid overrides, e.g. recipe.steps=10")
     return p.parse_args()
-
-
-def table(header: list[str], rows: list[list]) -> str:
-    cells = [header] + [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    line = lambda r: "| " + " | ".join(v.rjust(w) for v, w in zip(r, widths)) + " |"  # noqa: E731
-    return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells[1:])])
 
 
 class Memo:
@@ -142,7 +142,7 @@ def healing(results_dir: str, doc: str | None) -> str:
                              fmt(plain), fmt(grown), "" if not s_ else f"{s_['auto']['self_check']:.3f}"])
     text = ("#### healing: K = 0 against K auto (combined), guarded selection; healed test / healed S_m / utility, "
             "accuracies in % on clean labels\n\n" +
-            table(["manipulation", "method", "rate", "auto K", "P / R / F1 of the K", "K = 0", "K auto",
+            markdown_table(["manipulation", "method", "rate", "auto K", "P / R / F1 of the K", "K = 0", "K auto",
                    "self-check"], rows))
     if doc:
         path = Path(doc)
@@ -266,7 +266,7 @@ def report(results: list[dict], rates: list[float], names: list[str], doc: str |
                 vals = [at.get((m, rate, n), {}).get(metric, float("nan")) for n in names]
                 best = np.nanmax(vals) if not all(np.isnan(vals)) else float("nan")
                 rows.append([m] + [f"**{v:.3f}**" if v == best else f"{v:.3f}" for v in vals])
-            parts.append(f"#### {title}, {rate:.0%} discovery\n\n" + table(["manipulation"] + [short.get(n, n) for n in names], rows))
+            parts.append(f"#### {title}, {rate:.0%} discovery\n\n" + markdown_table(["manipulation"] + [short.get(n, n) for n in names], rows))
     for rate in rates:
         rows = []
         for m in manipulations:
@@ -276,7 +276,7 @@ def report(results: list[dict], rates: list[float], names: list[str], doc: str |
                     rows.append([m, n, r["self_check"], r["undiscovered"], r["auto_k"], r["auto_precision"],
                                  r["auto_recall"], r["auto_f1"]])
         parts.append(f"#### k auto at {rate:.0%} discovery (true |S_m \\ S_f| beside the K chosen)\n\n" +
-                     table(["manipulation", "ranking", "self-check", "hidden (S_m \\ S_f)", "auto K", "precision",
+                     markdown_table(["manipulation", "ranking", "self-check", "hidden (S_m \\ S_f)", "auto K", "precision",
                             "recall", "F1"], rows))
     detectors = [n for n in names if n in FLAG_FREE - {"label_issues"}]
     ours = [n for n in names if n not in detectors and not n.startswith(COMBINED)]  # embedding .. label_issues
@@ -293,14 +293,14 @@ def report(results: list[dict], rates: list[float], names: list[str], doc: str |
                          *[f"{got[n]['recall_at_k']:.3f} / {got[n]['auroc']:.3f}" for n in names if n.startswith(COMBINED)]])
     parts.append("#### who finds the rest: recall at K = |S_m \\ S_f| / AUROC of the best detector (no flagged set), of "
                  "the best single ranking of ours (embedding, gradient, label_issues, spectral_flagged), and of the combinations\n\n" +
-                 table(["manipulation", "rate", "best detector", "best of ours (single)", *[n for n in names if n.startswith(COMBINED)]], rows))
+                 markdown_table(["manipulation", "rate", "best detector", "best of ours (single)", *[n for n in names if n.startswith(COMBINED)]], rows))
     rows = []
     for m in manipulations:
         r0 = next(r for r in results if r["manipulation"] == m)
         rows.append([m, f"{r0['forward_seconds']:.1f}"] + [f"{at.get((m, rates[-1], n), {}).get('seconds', float('nan')):.1f}"
                                                            for n in names])
     parts.append("#### seconds per ranking (features' forward pass apart; flag-free rankings once per manipulation, "
-                 f"the others at {rates[-1]:.0%})\n\n" + table(["manipulation", "forward"] + [short.get(n, n) for n in names], rows))
+                 f"the others at {rates[-1]:.0%})\n\n" + markdown_table(["manipulation", "forward"] + [short.get(n, n) for n in names], rows))
     text = "\n\n".join(parts)
     if doc:
         path = Path(doc)

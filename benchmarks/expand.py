@@ -20,14 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from math import nan
 
 import numpy as np
-from math import nan
 import torch
 
 from corrective_unlearning.config import read_yaml
 from corrective_unlearning.data import load_dataset
 from corrective_unlearning.experiment import build_setting, train_original
+from corrective_unlearning.report.tables import markdown_table
 from corrective_unlearning.runner import deletion_set, load_grid_config, run_grid
 from corrective_unlearning.runtime import Runtime
 from corrective_unlearning.selection import mark_selection
@@ -53,13 +54,6 @@ def parse() -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("overrides", nargs="*", help="grid overrides, e.g. recipe.steps=10 'methods={ssd: {...}}'")
     return p.parse_args()
-
-
-def table(header: list[str], rows: list[list]) -> str:
-    cells = [header] + [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    line = lambda r: "| " + " | ".join(v.rjust(w) for v, w in zip(r, widths)) + " |"  # noqa: E731
-    return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells[1:])])
 
 
 def main() -> None:
@@ -112,7 +106,7 @@ def main() -> None:
                   f"original {info['cache']} ({info['train_seconds']:.0f} s to train); all rankings "
                   f"{ranked.seconds:.1f} s; cleanlab find_label_issues: "
                   f"{ranked.notes.get('label_issues_found', 'n/a')} candidates\n")
-            print(table(["ranking", "self-check AUC", "weight"] + [f"P@{k} / R@{k}" for k in ks], rows))
+            print(markdown_table(["ranking", "self-check AUC", "weight"] + [f"P@{k} / R@{k}" for k in ks], rows))
             print(f"({time.perf_counter() - start:.0f} s)")
 
     # 2. Healing with and without expansion ----------------------------------------------------------------------
@@ -124,10 +118,16 @@ def main() -> None:
     start = time.perf_counter()
     run_grid(config, args.out, progress=False)
     print(f"\ngrid: {time.perf_counter() - start:.0f} s")
-    from corrective_unlearning.runner import load_records  # lazy: kept as the benchmark had it
-
-    from corrective_unlearning.records import upgrade  # lazy: kept as the benchmark had it
-    from corrective_unlearning.report.timing import complete_run, shared_prices  # lazy: kept as the benchmark had it
+    from corrective_unlearning.records import (
+        upgrade,  # lazy: kept as the benchmark had it
+    )
+    from corrective_unlearning.report.timing import (  # lazy: kept as the benchmark had it
+        complete_run,
+        shared_prices,
+    )
+    from corrective_unlearning.runner import (
+        load_records,  # lazy: kept as the benchmark had it
+    )
 
     prices = shared_prices([upgrade(r) for r in load_records(args.out)])
     records = [r for r in mark_selection(load_records(args.out)) if r.get("status") == "ok"
@@ -150,7 +150,7 @@ def main() -> None:
                                  mt["utility_acc"], mt["test_acc"], f"{(complete_run(r, prices) or [nan])[0]:.1f}"])
     print(f"\n### healing at {args.rate:.0%} discovery, with and without the top-K {args.expand_ranking} suspects "
           f"(guarded selection; accuracies in %, clean labels)\n")
-    print(table(["manipulation", "method", "K", "P", "R", "healed test", "healed S_m", "utility", "test",
+    print(markdown_table(["manipulation", "method", "K", "P", "R", "healed test", "healed S_m", "utility", "test",
                  "seconds"], rows))
     print("seconds: one complete run of the selected setting, shared work (SSD's importances, the suspects "
           "ranking) included")

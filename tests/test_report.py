@@ -435,3 +435,10 @@ def test_without_validation_data_the_report_shows_every_setting(tmp_path):
     assert len(rows) == 10 and {r["selected"] for r in rows} == {""} and {r["guarded"] for r in rows} == {""}
     text = print_summary(paths, file=io.StringIO())
     assert "dataset.val_size must be > 0" in text and "35.50 ± 0.71" in text
+
+
+def test_markdown_table_pads_right_aligns_and_rounds_floats():
+    from corrective_unlearning.report.tables import markdown_table
+
+    assert markdown_table(["a", "bb"], [[1, 0.5], ["x", 2.25]]).split("\n") == [
+        "| a |    bb |", "|---|-------|", "| 1 | 0.500 |", "| x | 2.250 |"]

@@ -33,3 +33,14 @@ def format_metrics(metrics: dict, setting=None, title: str = "") -> str:
     if per_class:
         lines.append("per-class clean test accuracy: " + ", ".join(f"{c} {v:.1f}" for c, v in per_class.items()))
     return "\n".join(lines)
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table with right-aligned, padded columns; floats with three decimals."""
+    cells = [header] + [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+
+    def line(row: list[str]) -> str:
+        return "| " + " | ".join(v.rjust(w) for v, w in zip(row, widths)) + " |"
+
+    return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells[1:])])
