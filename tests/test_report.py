@@ -13,7 +13,12 @@ from typing import NamedTuple
 
 import pytest
 
-from corrective_unlearning.report.build import FIXED_COLUMNS, build_report, print_summary
+from corrective_unlearning.report.build import (
+    FIXED_COLUMNS,
+    build_report,
+    print_summary,
+)
+from corrective_unlearning.report.tables import markdown_table
 
 SIZES, SEEDS, RATES, ALPHAS = [100, 500], [0, 1], [0.2, 0.5, 1.0], [1, 2]
 METHODS = ["ssd", "cf"]  # config.yaml order, deliberately not alphabetical
@@ -438,7 +443,5 @@ def test_without_validation_data_the_report_shows_every_setting(tmp_path):
 
 
 def test_markdown_table_pads_right_aligns_and_rounds_floats():
-    from corrective_unlearning.report.tables import markdown_table
-
     assert markdown_table(["a", "bb"], [[1, 0.5], ["x", 2.25]]).split("\n") == [
         "| a |    bb |", "|---|-------|", "| 1 | 0.500 |", "| x | 2.250 |"]
