@@ -230,3 +230,11 @@ def test_one_settings_expansion():
     assert expand_settings({"b": [1, 2], "a": 0}, {"c": 3}) == [{"c": 3, "a": 0, "b": 1}, {"c": 3, "a": 0, "b": 2}]
     assert expand_settings([{"a": [1, 2]}, {"a": [2, 3]}]) == [{"a": 1}, {"a": 2}, {"a": 3}]  # listed twice: once
     assert expand_settings({}) == [{}]
+
+
+def test_every_registered_method_has_its_own_fixed_style():
+    """Figures read the same in every run: each method declares a color and marker, and no two share both (the
+    styles of random-label and l1-sparse were once keyed by misspelt names and never applied)."""
+    styles = {name: METHODS.get(name).style for name in METHODS.names()}
+    assert [name for name, style in styles.items() if style is None] == []
+    assert len(set(styles.values())) == len(styles)

@@ -24,7 +24,7 @@ def l1_coefficient(alpha: float, step: int, steps: int) -> float:
 
 
 @method("l1-sparse", params={"alpha": 5e-4, "epochs": 10, "lr": 0.01, "steps": None},
-        grid={"alpha": [1e-4, 5e-4, 1e-3]})
+        grid={"alpha": [1e-4, 5e-4, 1e-3]}, style=("tab:gray", "h"))
 def l1_sparse(task: Task, hp: dict) -> Unlearned:
     """L1-sparse: fine-tune on the retain set minimising CE + alpha_t * ||theta||_1, alpha_t decaying linearly
     to 0 over the steps (10 epochs, lr 0.01, alpha 5e-4).

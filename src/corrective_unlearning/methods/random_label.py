@@ -58,7 +58,8 @@ def fit_random_labels(task: Task, model: nn.Module, hp: dict, desc: str,
     task.fit(model, indices, recipe, labels=labels, after_step=each_step, desc=desc)
 
 
-@method("random-label", params={"epochs": 10, "lr": 0.1, "steps": None}, grid={"lr": [0.1, 0.025, 0.01]})
+@method("random-label", params={"epochs": 10, "lr": 0.1, "steps": None}, grid={"lr": [0.1, 0.025, 0.01]},
+        style=("tab:olive", ">"))
 def random_label(task: Task, hp: dict) -> Unlearned:
     """Random-label: fine-tune on S_f, relabelled each epoch with labels drawn from the other classes, together
     with the retain set (10 epochs, lr 0.1)."""
