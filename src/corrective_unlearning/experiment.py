@@ -1,6 +1,8 @@
 """The corrective setting end to end: data -> split -> manipulation -> original model (cached) -> metrics."""
 from __future__ import annotations
 
+import dataclasses
+
 import functools
 from dataclasses import dataclass
 
@@ -35,16 +37,37 @@ class Setting:
     seed: int
     train_bank: ImageBank
     test_bank: ImageBank
+    # clean reserve (corrective_unlearning.reserve): carved out of the validation split by with_reserve; val_idx
+    # is then the selection split only. None = no reserve.
+    clean_idx: torch.Tensor | None = None
 
     def index_hashes(self) -> dict[str, str]:
-        return {"train": index_hash(self.train_idx), "val": index_hash(self.val_idx),
-                "manipulated": index_hash(self.manipulated.manipulated)}
+        hashes = {"train": index_hash(self.train_idx), "val": index_hash(self.val_idx),
+                  "manipulated": index_hash(self.manipulated.manipulated)}
+        if self.clean_idx is not None:  # clean reserve
+            hashes["clean_reserve"] = index_hash(self.clean_idx)
+        return hashes
 
     def describe(self) -> dict:
         m = self.manipulated
-        return {"dataset": self.dataset.name, "dataset_checksum": self.dataset.checksum,
-                "dataset_origin": self.dataset.origin, "val_size": len(self.val_idx),
-                "manipulation": m.name, "n": m.size, "manipulation_params": m.params, "seed": self.seed}
+        described = {"dataset": self.dataset.name, "dataset_checksum": self.dataset.checksum,
+                     "dataset_origin": self.dataset.origin, "val_size": len(self.val_idx),
+                     "manipulation": m.name, "n": m.size, "manipulation_params": m.params, "seed": self.seed}
+        if self.clean_idx is not None:  # clean reserve: val_size is then the selection split's size
+            described["clean_reserve"] = len(self.clean_idx)
+        return described
+
+    def with_reserve(self, fraction: float) -> "Setting":
+        """This setting with ``fraction`` of its validation split carved off as the clean reserve (stratified,
+        seeded by the setting's seed; :func:`corrective_unlearning.reserve.split_validation`); the rest stays
+        ``val_idx``, the selection split. ``fraction`` 0: this setting unchanged."""
+        from .reserve import split_validation
+
+        if not fraction:
+            return self
+        reserve, selection = split_validation(self.val_idx, self.manipulated.clean_labels[self.val_idx], fraction,
+                                              self.seed)
+        return dataclasses.replace(self, val_idx=selection, clean_idx=reserve)
 
 
 def build_setting(

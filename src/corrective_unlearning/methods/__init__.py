@@ -54,6 +54,12 @@ class Method:
         return {**self.defaults, **hparams}
 
     def __call__(self, task: Task, hparams: dict | None = None) -> nn.Module:
+        from ..reserve import needs_flagged  # clean reserve: only declared defences run on an empty S_f
+
+        if len(task.forget_idx) == 0 and needs_flagged(self.name):
+            raise ValueError(f"method {self.name}: the deletion set S_f is empty (0% discovery), and this method "
+                             f"unlearns flagged samples; only methods that need none (clean-data defences such as "
+                             f"ft_clean, nad, anp, i-bau) run without them")
         return self.run(task, self.resolve(hparams))
 
 
@@ -82,5 +88,6 @@ def hparams_key(hparams: dict[str, Any]) -> str:
 
 from . import (bad_teacher, catastrophic_forgetting, exact_unlearning, l1_sparse, neggrad, neggrad_plus,  # noqa: E402,F401
                npo, potion, random_label, rem, rum, salun, scrub, ssd)
+from . import anp, ft_after, ft_clean, i_bau, nad  # noqa: E402,F401  (clean-data defences, reserve.py)
 
 __all__ = ["METHODS", "Method", "Task", "expand_grid", "hparams_key", "method"]

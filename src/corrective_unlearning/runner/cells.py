@@ -74,6 +74,9 @@ def make_task(setting: Setting, original, forget: torch.Tensor, recipe, runtime:
     def memorization(name: str, params: dict) -> torch.Tensor:
         return memorization_scores(name, setting, original, info or {}, runtime, **params)
 
+    if forget is None:  # the 0% discovery column: no flagged sample
+        forget = torch.empty(0, dtype=torch.long)
+
     return Task(
         original=original,
         bank=setting.train_bank,
@@ -88,6 +91,8 @@ def make_task(setting: Setting, original, forget: torch.Tensor, recipe, runtime:
         seed=setting.seed,
         _triggered=m.triggered.to(device),
         memorization=memorization,
+        clean_idx=setting.clean_idx,  # clean reserve (None without one)
+        allow_empty_forget=len(forget) == 0,  # the 0% discovery column
     )
 
 
@@ -188,12 +193,14 @@ def _run_cell(cell: Cell, setting, original, info, make_task: Callable[[], Task]
                 model = METHODS.get(cell.method)(task, cell.hparams)
             method_seconds = clock.seconds
             record["method_notes"] = dict(task.notes)
+            if "clean_samples" in task.notes:  # clean reserve samples the method consumed
+                record["clean_samples"] = int(task.notes["clean_samples"])
             # Work shared with later cells of this deletion set is included in method_seconds of the cell that
             # paid it; the report adds it back to the cells that reused it to show what one run costs.
             shared = {"shared_seconds": sum(task.shared_paid.values()), "shared_paid": dict(task.shared_paid),
                       "shared_reused": list(task.shared_reused)}
-        with Stopwatch(runtime) as clock:
-            metrics = evaluate_cell(model, setting, runtime, forget)
+        with Stopwatch(runtime) as clock:  # an empty S_f (0% discovery) has no deletion-set metrics
+            metrics = evaluate_cell(model, setting, runtime, forget if forget is not None and len(forget) else None)
         tow_timing = {}
         if refs is not None:
             with Stopwatch(runtime) as tow_clock:  # the same test predictions as test_acc: not made twice
@@ -346,6 +353,8 @@ class Worker:
             cell_base = {**held.base, "forget_set_info": description}
         else:
             forget = deletion_set(setting, first.rate) if first.rate > 0 else None
+            if forget is None and any(cell.method != ORIGINAL for cell in cells):  # the 0% discovery column
+                forget = torch.empty(0, dtype=torch.long)
         charge = None
         if first.expand:  # grown by the original's top-k suspects (grid key expand)
             try:
@@ -362,7 +371,7 @@ class Worker:
         # Built once per deletion set, on first use inside a cell: a task that cannot be built fails its cells.
         task = functools.cache(lambda: make_task(setting, original, forget, self.recipe, self.runtime, info))
         references = None
-        if self.tow is not None and forget is not None:  # ToW: both references once per deletion set, on first use
+        if self.tow is not None and forget is not None and len(forget):  # ToW: both references once per deletion set, on first use
             references = _once(functools.partial(
                 _deletion_set_references, setting, original, info, forget, task, self.tow, held.clean_oracle,
                 self.runtime, self.config.cache, self.out / "references" / f"{first.deletion_set_id}.json"))
@@ -394,6 +403,8 @@ class Worker:
             with cache_lock(cache_key(original_spec(setting, config.model_name, self.recipe))):
                 original, info = train_original(setting, config.model_name, self.recipe, runtime,
                                                 use_cache=config.cache)
+            # clean reserve: carved after M_o is trained (M_o, its cache entry and checkpoint choice are unchanged)
+            setting = setting.with_reserve(config.reserve_fraction())
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as error:
