@@ -265,3 +265,22 @@ def test_a_grid_with_defences_records_clean_samples_and_selects_on_the_rest(tmp_
     for record in records.values():  # every cell is scored on the same selection split (the rest of val)
         assert record["setting"]["val_size"] == 24 and record["setting"]["clean_reserve"] == 8
     assert "deletion_change" not in records["ft_clean"]["metrics"]
+
+
+def test_the_report_puts_defences_beside_the_best_corrective_method(tmp_path):
+    from corrective_unlearning.report.build import build_report
+    from corrective_unlearning.report.defences import kind
+    from corrective_unlearning.runner import run_grid
+
+    assert (kind("ft_clean"), kind("ft_after"), kind("rem"), kind("eu +300 suspects")) == \
+        ("defence", "combined", "corrective", "corrective")
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({**GRID, "methods": {**GRID["methods"], "anp": {"params": {"iterations": 2}}}}))
+    run_grid(load_grid_config(str(path), []), tmp_path / "out")
+    paths = build_report(tmp_path / "out")
+    summary = paths["summary.md"].read_text()
+    section = summary[summary.index("## Defences beside corrective unlearning"):]
+    assert "### Discovery rate 50% (defences: 0%)" in section
+    assert "| attack | original | anp | ft_clean | best corrective |" in section
+    assert "[cf]" in section and "| ft_clean | 0% | 16 |" in section
+    assert "| cf | 50% | 0 |" in section

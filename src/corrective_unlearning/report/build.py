@@ -36,6 +36,7 @@ from ..selection import (DEFAULT_MAX_VAL_DROP, FALLBACK, NO_REFERENCE, NoValidat
                          manipulation_variant, mark_selection)
 from .figures import Curve, plot_levels, plot_metric
 from .attacks import attack_sections
+from .defences import defence_sections
 from .rem_map import rem_map
 from .seeds import format_entry, seed_stats, seeds_note, seeds_phrase
 
@@ -134,9 +135,10 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None,
     attack_lines, attack_figures = ([], []) if no_selection else attack_sections(rate_cells, methods,
                                                                                  out / "figures")
     figures += attack_figures
+    defence_lines = [] if no_selection else defence_sections(marked)  # clean-data defences beside unlearning
     summary = summary_markdown(marked, failed, methods, results_dir, [p.relative_to(out) for p in figures],
                                max_val_drop=max_val_drop, no_selection=no_selection, records=records,
-                               extra=map_lines + attack_lines)
+                               extra=map_lines + attack_lines + defence_lines)
     (out / "summary.md").write_text(summary)
     paths["summary.md"] = out / "summary.md"
     paths.update({str(p.relative_to(out)): p for p in figures})
