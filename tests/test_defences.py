@@ -284,3 +284,34 @@ def test_the_report_puts_defences_beside_the_best_corrective_method(tmp_path):
     assert "| attack | original | anp | ft_clean | best corrective |" in section
     assert "[cf]" in section and "| ft_clean | 0% | 16 |" in section
     assert "| cf | 50% | 0 |" in section
+
+
+# -- correct(): the reserve comes from the user's validation data ---------------------------------------------------
+
+def test_correct_carves_the_reserve_from_the_validation_data():
+    from corrective_unlearning import correct
+    from corrective_unlearning.fix.core import _carve_reserve
+
+    val_idx, val_labels = torch.arange(500, 540), torch.arange(40) % 4
+    reserve, selection, labels = _carve_reserve("i-bau", None, val_idx, val_labels, seed=0)
+    assert len(reserve) == 20 and len(selection) == 20
+    assert not set(reserve.tolist()) & set(selection.tolist())
+    assert set(reserve.tolist()) | set(selection.tolist()) == set(val_idx.tolist())
+    assert torch.equal(labels, val_labels[torch.isin(val_idx, selection)])
+    assert _carve_reserve("cf", None, val_idx, val_labels, seed=0)[0] is None  # no reserve for unlearning methods
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                          nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    g = torch.Generator().manual_seed(0)
+    images, labels = torch.randn(120, 3, 8, 8, generator=g), torch.arange(120) % 4
+    val = (torch.randn(40, 3, 8, 8, generator=g), torch.arange(40) % 4)
+    for name, hp in [("ft_clean", {"steps": 2}), ("anp", {"iterations": 2}), ("i-bau", {"rounds": 1, "K": 1}),
+                     ("nad", {"steps": 2, "teacher_steps": 1})]:
+        result = correct(model, (images, labels), [], method=name, hparams=hp, validation=val, device="cpu",
+                         recipe=RECIPE)
+        report = result.report
+        assert report["validation"]["clean_reserve"] == 20 and report["validation"]["size"] == 20
+        assert report["method_notes"]["clean_samples"] == 20 and report["flagged"] == 0
+    with pytest.raises(ValueError, match="set is empty"):  # unlearning methods still need flagged samples
+        correct(model, (images, labels), [], method="cf", validation=val, device="cpu", recipe=RECIPE)

@@ -15,6 +15,7 @@ from ..config import default_val_size
 from ..data import stratified_split
 from ..evaluation import defense_effectiveness, predict
 from ..methods import METHODS, Task
+from ..reserve import DEFAULT_FRACTION, needs_flagged, reads_reserve, split_validation
 from ..runtime import Runtime, Stopwatch
 from ..selection import DEFAULT_MAX_VAL_DROP
 from ..training import Recipe, default_recipe
@@ -54,6 +55,7 @@ def correct(
     device: str = "auto",
     seed: int = 0,
     progress: bool = False,
+    clean_reserve: float | None = None,
 ) -> Correction:
     """Return a corrected copy of ``model`` (left untouched) and a report.
 
@@ -67,7 +69,9 @@ def correct(
     candidate to fixed hyperparameters. ``expand``: add the ``expand`` unflagged samples that most resemble the
     flagged ones (:func:`corrective_unlearning.suspects`, ranking ``ranking``) before unlearning. ``recipe``: the
     training recipe of methods that train (default: the registered dataset's, else recipe A's optimiser without
-    augmentation unless ``augment``).
+    augmentation unless ``augment``). ``clean_reserve``: the fraction of the validation data that a clean-data
+    defence (ft_clean, nad, anp, i-bau, ft_after) trains on; the rest scores the result (default: half for those
+    methods, none otherwise). A defence needs no flagged sample: ``flagged`` may then be empty.
     """
     if not (isinstance(expand, int) and expand >= 0):
         raise ValueError(f"expand: expected a number of suspects >= 0, got {expand!r}")
@@ -75,7 +79,10 @@ def correct(
     check_hparams(method, hparams)
     runtime = dataclasses.replace(Runtime.create(device, progress=progress), channels_last=False)
     data = training_data(train, mean=mean, std=std, runtime=runtime)
-    flagged = flagged_indices(flagged, len(data.labels))
+    if method != "auto" and not needs_flagged(method) and not _any_flagged(flagged):  # a defence: none needed
+        flagged = torch.empty(0, dtype=torch.int64)
+    else:
+        flagged = flagged_indices(flagged, len(data.labels))
     not_trained = flagged[~torch.isin(flagged, data.train_idx)]
     if len(not_trained):
         raise ValueError(f"flagged: {len(not_trained)} index(es) are not training samples of {data.description} "
@@ -95,13 +102,16 @@ def correct(
     labels = data.labels.clone()
     labels[val_idx] = data.val_labels  # the validation part of the bank carries its own labels
     retain = data.train_idx[~torch.isin(data.train_idx, flagged)]
+    # clean reserve (corrective_unlearning.reserve): carved from the validation data; the rest scores the result
+    clean_idx, val_idx, val_labels = _carve_reserve(method, clean_reserve, val_idx, data.val_labels, seed)
     task = Task(original=original, bank=bank, labels=labels.to(runtime.device), forget_idx=flagged,
-                retain_idx=retain, val_idx=val_idx, val_labels=data.val_labels, num_classes=outputs,
-                recipe=recipe or _default_recipe(data, augment), runtime=runtime, seed=seed, _triggered=stamp)
+                retain_idx=retain, val_idx=val_idx, val_labels=val_labels, num_classes=outputs,
+                recipe=recipe or _default_recipe(data, augment), runtime=runtime, seed=seed, _triggered=stamp,
+                clean_idx=clean_idx, allow_empty_forget=method != "auto" and not needs_flagged(method))
 
     def scores(m: nn.Module) -> dict:
         return {"val_acc": 100.0 * task.accuracy(m, val_idx),  # percent, as the benchmark's records
-                "deletion_change": 100.0 * (1.0 - task.accuracy(m, flagged))}
+                "deletion_change": 100.0 * (1.0 - task.accuracy(m, flagged)) if len(flagged) else None}
 
     original_scores = scores(original)
     candidates, skipped = None, None
@@ -120,7 +130,8 @@ def correct(
         "seconds": clock.seconds, "data": data.description, "num_classes": outputs,
         "flagged": len(user_flagged),
         "deletion_set": len(flagged), "suspects": suspects_report,
-        "validation": {"size": len(val_idx), "source": val_source},
+        "validation": {"size": len(val_idx), "source": val_source,
+                       **({"clean_reserve": len(clean_idx)} if clean_idx is not None else {})},
         "original_scores": original_scores,
         **_comparison(original, corrected, data, bank, user_flagged, added, val_idx, stamp, runtime, outputs),
     }
@@ -140,6 +151,25 @@ def _backdoor_summary(benchmark: dict, params: dict) -> dict:
         return {}
     return {"der": defense_effectiveness(benchmark["before"], benchmark["after"]),
             "clean_label": bool(params.get("clean_label"))}
+
+
+def _any_flagged(flagged) -> bool:
+    """Whether ``flagged`` names any sample (a boolean mask with a True, or any index)."""
+    flagged = torch.as_tensor(flagged) if not isinstance(flagged, torch.Tensor) else flagged
+    return bool(flagged.any()) if flagged.dtype == torch.bool else flagged.numel() > 0
+
+
+def _carve_reserve(method: str, fraction: float | None, val_idx: torch.Tensor, val_labels: torch.Tensor,
+                   seed: int) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """(reserve or None, selection indices, their labels): ``fraction`` of the validation data (default half for
+    a method that trains on the reserve, else none) set aside for training (clean reserve)."""
+    if fraction is None:
+        fraction = DEFAULT_FRACTION if method != "auto" and reads_reserve(method) else 0.0
+    if not fraction:
+        return None, val_idx, val_labels
+    reserve, selection = split_validation(val_idx, val_labels, fraction, seed)
+    kept = torch.isin(val_idx, selection)
+    return reserve, val_idx[kept], val_labels[kept]
 
 
 def check_max_val_drop(max_val_drop, name: str = "max_val_drop") -> float:
