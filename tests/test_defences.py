@@ -315,3 +315,22 @@ def test_correct_carves_the_reserve_from_the_validation_data():
         assert report["method_notes"]["clean_samples"] == 20 and report["flagged"] == 0
     with pytest.raises(ValueError, match="set is empty"):  # unlearning methods still need flagged samples
         correct(model, (images, labels), [], method="cf", validation=val, device="cpu", recipe=RECIPE)
+
+
+@pytest.mark.parametrize("model_name", ["resnet9", "wrn28x10"])
+def test_the_defences_run_on_the_other_architectures(synthetic, runtime, model_name):
+    """NAD's feature layers, ANP's batch norm and I-BAU's double backward on ResNet-9 and a (shallow, narrow)
+    wide ResNet."""
+    from corrective_unlearning.methods.defence_common import feature_units
+    from corrective_unlearning.models import MODELS
+
+    setting = build_setting(synthetic, "poison", 40, 0, runtime, val_size=32).with_reserve(0.5)
+    kwargs = {"depth": 10, "widen": 1} if model_name == "wrn28x10" else {}
+    torch.manual_seed(0)
+    original = MODELS.get(model_name)(num_classes=4, **kwargs).to(runtime.device).eval()
+    task = make_task(setting, original, None, RECIPE, runtime)
+    assert len(feature_units(original, task.inputs(setting.clean_idx[:1]), 3)) == 3
+    for name in DEFENCES:
+        task.start_run()
+        model = METHODS.get(name)(task, {**TINY[name], "clean_samples": 8})
+        assert torch.isfinite(model.eval()(task.inputs(setting.val_idx[:2]))).all(), name
