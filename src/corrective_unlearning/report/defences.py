@@ -105,7 +105,7 @@ def defence_sections(records: list[dict]) -> list[str]:
                     entries.append(f"{_entry(corrective[best])} [{best}]")
                     top = _mean(corrective[best]["der"])
                     beating = [m for m in defences if values[row].get((m, 0.0), {}).get("der")
-                               and _mean(values[row][(m, 0.0)]["der"]) > top]
+                               and round(_mean(values[row][(m, 0.0)]["der"]), 2) > round(top, 2)]  # as shown
                     if beating:
                         wins.append(f"- {names[row]}, {100 * rate:g}% discovery: " + ", ".join(
                             f"{m} (DER {_mean(values[row][(m, 0.0)]['der']):.2f})" for m in beating)
