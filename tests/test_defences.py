@@ -334,3 +334,19 @@ def test_the_defences_run_on_the_other_architectures(synthetic, runtime, model_n
         task.start_run()
         model = METHODS.get(name)(task, {**TINY[name], "clean_samples": 8})
         assert torch.isfinite(model.eval()(task.inputs(setting.val_idx[:2]))).all(), name
+
+
+def test_corrective_fix_runs_a_defence_with_a_clean_reserve(tmp_path):
+    from corrective_unlearning.cli import main
+
+    runs = tmp_path / "runs"
+    assert main(["train", "--dataset", "synthetic", "--manipulation", "poison", "--n", "40", "--quiet",
+                 "--out", str(runs), "--flag", "0.1", "dataset.val_size=16"]) == 0
+    run = next(runs.iterdir())
+    out = tmp_path / "fixed"
+    assert main(["fix", "--model", str(run / "model.safetensors"), "--data", str(run), "--flagged",
+                 str(run / "flagged.txt"), "--method", "i-bau", "--hparams", "{rounds: 1, K: 2}",
+                 "--clean-reserve", "0.5", "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+    record = __import__("json").loads((out / "record.json").read_text())
+    assert record["validation"]["clean_reserve"] == 8 and record["validation"]["size"] == 8
+    assert record["method_notes"]["clean_samples"] == 8
