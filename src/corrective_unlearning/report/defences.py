@@ -38,6 +38,10 @@ def defence_values(records: list[dict]) -> dict:
     guarded picks; the original under (original, 0.0)."""
     originals = {(manipulation_variant(r), r["n"], r["seed"]): r["metrics"] for r in records
                  if r.get("method") == ORIGINAL and _backdoor(r)}
+    paid = defaultdict(dict)  # deletion set -> shared work -> the seconds its payer spent on it
+    for record in records:
+        for key, seconds in ((record.get("timings") or {}).get("shared_paid") or {}).items():
+            paid[_deletion_set(record)][key] = seconds
     values = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for record in records:
         if not _backdoor(record) or not record.get(FLAG):
@@ -51,10 +55,18 @@ def defence_values(records: list[dict]) -> dict:
             before = originals.get((manipulation_variant(record), record["n"], record["seed"]))
             if before is not None:
                 cell["der"].append(defense_effectiveness(before, metrics))
+            # what one complete run costs: the method's seconds (shared work it paid included) plus the shared
+            # work it reused from an earlier cell of its deletion set
             timings = record.get("timings") or {}
-            cell["seconds"].append((timings.get("method_seconds") or 0.0) + (timings.get("shared_seconds") or 0.0))
+            reused = sum(paid[_deletion_set(record)].get(key, 0.0) for key in timings.get("shared_reused") or [])
+            cell["seconds"].append((timings.get("method_seconds") or 0.0) + reused)
             cell["clean_samples"].append(record.get("clean_samples") or 0)
     return values
+
+
+def _deletion_set(record: dict) -> tuple:
+    return (manipulation_variant(record), record.get("n"), record.get("seed"), record.get("rate"),
+            record.get("forget_set") or "", record.get("expand") or 0)
 
 
 def _mean(values) -> float:
