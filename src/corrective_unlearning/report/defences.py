@@ -138,6 +138,33 @@ def defence_sections(records: list[dict]) -> list[str]:
     for m, r in order:
         cell = per_method[(m, r)]
         lines.append(f"| {m} | {100 * r:g}% | {_mean(cell['clean_samples']):.0f} | {_mean(cell['seconds']):.1f} |")
+    lines += _combined_lines(records, values, rows, names, combined, rates)
     lines += ["", "Where a defence beats every corrective method (higher DER):", ""]
     lines += wins or ["- nowhere: at every attack and rate some corrective method's DER is at least each defence's"]
     return lines + [""]
+
+
+def _combined_lines(records, values, rows, names, combined, rates) -> list[str]:
+    """Each combined variant against its two parts: the corrective method it starts with (same rate) and FT on the
+    reserve alone (0%), by DER; the combination beats both where its DER is higher than each (as shown)."""
+    firsts = {}
+    for record in records:
+        if record.get("method") in combined and record.get(FLAG):
+            firsts[record["method"]] = (record.get("hparams") or {}).get("first", "rem")
+    if not firsts:
+        return []
+    lines = ["", "### Combined variants against their parts (DER)", "",
+             "| attack | discovery | combined | its corrective method | ft_clean alone | beats both |",
+             "|---|---:|---|---|---|---|"]
+    for row in rows:
+        for method, first in sorted(firsts.items()):
+            for rate in rates:
+                both = values[row].get((method, rate)), values[row].get((first, rate)), values[row].get(("ft_clean", 0.0))
+                if not both[0] or not both[0].get("der"):
+                    continue
+                ders = [round(_mean(c["der"]), 2) if c and c.get("der") else None for c in both]
+                wins = all(d is not None and ders[0] > d for d in ders[1:])
+                shown = [f"{d:.2f}" if d is not None else "n/a" for d in ders]
+                lines.append(f"| {names[row]} | {100 * rate:g}% | {method} ({first}): {shown[0]} | {first}: "
+                             f"{shown[1]} | {shown[2]} | {'yes' if wins else 'no'} |")
+    return lines
