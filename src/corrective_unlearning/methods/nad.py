@@ -65,8 +65,8 @@ def nad(task: Task, hp: dict) -> nn.Module:
     hooks = [u.register_forward_hook(lambda m, i, o, k=k: s_maps.__setitem__(k, o)) for k, u in enumerate(s_units)]
     hooks += [u.register_forward_hook(lambda m, i, o, k=k: t_maps.__setitem__(k, o)) for k, u in enumerate(t_units)]
 
-    def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, _indices: torch.Tensor) -> torch.Tensor:
-        logits = model(x)
+    def loss_fn(_forward, x: torch.Tensor, y: torch.Tensor, _indices: torch.Tensor) -> torch.Tensor:
+        logits = student(x)  # the module itself, never a compiled forward: its hooks must see this very pass
         with torch.no_grad():
             teacher(x)
         loss = F.cross_entropy(logits, y)
