@@ -61,6 +61,7 @@ def defence_values(records: list[dict]) -> dict:
             reused = sum(paid[_deletion_set(record)].get(key, 0.0) for key in timings.get("shared_reused") or [])
             cell["seconds"].append((timings.get("method_seconds") or 0.0) + reused)
             cell["clean_samples"].append(record.get("clean_samples") or 0)
+            cell["fallback"].append(record.get("guard") == "fallback")  # no setting within the guard's drop
     return values
 
 
@@ -77,7 +78,8 @@ def _entry(cell: dict | None) -> str:
     if not cell:
         return "n/a"
     text = " / ".join(f"{_mean(cell[m]):.1f}" for m in ("c_acc", "asr", "ra"))
-    return text + (f" / {_mean(cell['der']):.2f}" if cell.get("der") else "")
+    text += f" / {_mean(cell['der']):.2f}" if cell.get("der") else ""
+    return text + (" (outside the guard)" if any(cell.get("fallback") or []) else "")
 
 
 def defence_sections(records: list[dict]) -> list[str]:
@@ -99,7 +101,9 @@ def defence_sections(records: list[dict]) -> list[str]:
              "the clean reserve (part of the validation split; selection used only the rest) and read no flagged "
              "sample: they run once, at 0% discovery. `best corrective` is, per attack, the corrective method with "
              "the highest DER at that discovery rate (its name in brackets); combined variants run a corrective "
-             "method, then fine-tune on the reserve.", ""]
+             "method, then fine-tune on the reserve. The best corrective method is chosen among picks within the "
+             "guard (validation accuracy at most the guard's drop below the original's); `(outside the guard)` marks "
+             "a pick that is not (a method with one setting, or none within): its C-Acc loss is the price.", ""]
     wins = []
     for rate in rates or [None]:
         title = f"### Discovery rate {100 * rate:g}% (defences: 0%)" if rate is not None else "### Defences (0%)"
@@ -112,6 +116,8 @@ def defence_sections(records: list[dict]) -> list[str]:
             if rate is not None:
                 corrective = {m: c for (m, r), c in values[row].items() if r == rate and m != ORIGINAL
                               and kind(m) == "corrective" and c.get("der")}
+                within = {m: c for m, c in corrective.items() if not any(c["fallback"])}
+                corrective = within or corrective  # a pick outside the guard's drop only where none is within
                 if corrective:
                     best = max(corrective, key=lambda m: _mean(corrective[m]["der"]))
                     entries.append(f"{_entry(corrective[best])} [{best}]")
