@@ -60,9 +60,10 @@ def deletion_set(setting: Setting, rate: float) -> torch.Tensor:
     return torch.sort(manipulated[order[: round(rate * len(manipulated))]]).values
 
 
-def make_task(setting: Setting, original, forget: torch.Tensor, recipe, runtime: Runtime,
+def make_task(setting: Setting, original, forget: torch.Tensor | None, recipe, runtime: Runtime,
               info: dict | None = None) -> Task:
-    """The task of one deletion set. Its ``memorization`` capability reads the original's proxy scores through
+    """The task of one deletion set (``forget`` None: the 0% discovery column, an empty S_f that only methods
+    needing no flagged sample accept; the setting's clean reserve, if any, goes with it). Its ``memorization`` capability reads the original's proxy scores through
     :func:`~corrective_unlearning.proxies.memorization_scores` with ``info`` from ``train_original`` (without
     ``info``, only scores kept with the model object in memory and proxies that need no record of the original
     can be read)."""
@@ -74,7 +75,8 @@ def make_task(setting: Setting, original, forget: torch.Tensor, recipe, runtime:
     def memorization(name: str, params: dict) -> torch.Tensor:
         return memorization_scores(name, setting, original, info or {}, runtime, **params)
 
-    if forget is None:  # the 0% discovery column: no flagged sample
+    empty = forget is None  # the 0% discovery column: no flagged sample (an empty tensor is still refused)
+    if empty:
         forget = torch.empty(0, dtype=torch.long)
 
     return Task(
@@ -92,7 +94,7 @@ def make_task(setting: Setting, original, forget: torch.Tensor, recipe, runtime:
         _triggered=m.triggered.to(device),
         memorization=memorization,
         clean_idx=setting.clean_idx,  # clean reserve (None without one)
-        allow_empty_forget=len(forget) == 0,  # the 0% discovery column
+        allow_empty_forget=empty,  # the 0% discovery column
     )
 
 
@@ -369,7 +371,8 @@ class Worker:
             cell_base = {**cell_base, "suspects": {"k": first.expand, **block}}
             charge = functools.partial(held.expansions.charge, first.rate, first.expand, first.expand_ranking)
         # Built once per deletion set, on first use inside a cell: a task that cannot be built fails its cells.
-        task = functools.cache(lambda: make_task(setting, original, forget, self.recipe, self.runtime, info))
+        flagged = forget if forget is not None and len(forget) else None  # None: the 0% discovery column
+        task = functools.cache(lambda: make_task(setting, original, flagged, self.recipe, self.runtime, info))
         references = None
         if self.tow is not None and forget is not None and len(forget):  # ToW: both references once per deletion set, on first use
             references = _once(functools.partial(
