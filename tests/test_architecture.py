@@ -52,7 +52,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("config",),  # a config is checked when it loads: manipulations' parameters and recipe A's fields
     ("proxies", "manipulations", "cache"),
     ("capacity", "evaluation"),
-    ("models", "training", "triggers", "data"),
+    ("models", "training", "triggers", "data", "reserve"),  # reserve: the clean part of the validation split
     ("registry", "records", "runtime", "checks", "progress", "selection"),
 )
 

@@ -154,7 +154,8 @@ def cmd_fix(args) -> int:
     _advance(stages, "correct")
     result = fix.correct(model, data, flagged, method=args.method, validation=validation,
                          hparams=hparams, expand=args.expand, ranking=args.ranking, device=args.device or "auto",
-                         seed=args.seed, max_val_drop=args.max_val_drop, progress=not args.quiet)
+                         seed=args.seed, max_val_drop=args.max_val_drop, progress=not args.quiet,
+                         clean_reserve=args.clean_reserve)
     _advance(stages, "write the report")
     report = fix.write_report(result, args.out, {"arch": arch, "num_classes": data.num_classes,
                                                  "in_channels": int(data.images.shape[1]),
@@ -359,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "candidate: '{rem: {steps: 300}}'")
     fix.add_argument("--validation", help="held-out data (.npz with images and labels); default: 5%% of the "
                                           "unflagged training samples, or a run folder's validation split")
+    fix.add_argument("--clean-reserve", type=float, default=None, metavar="FRACTION",
+                     help="the share of the validation data a clean-data defence (ft_clean, nad, anp, i-bau, "
+                          "ft_after) trains on; the rest scores it (default: half for those methods, else none)")
     fix.add_argument("--expand", default="0", metavar="K",
                      help="add the K unflagged samples most like the flagged ones before unlearning (default: 0); "
                           "auto: as many as the scores suggest (none when the ranking cannot tell)")

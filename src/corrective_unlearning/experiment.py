@@ -2,6 +2,7 @@
 its :class:`~corrective_unlearning.methods.Task` -> metrics."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Callable, Literal, TypedDict
@@ -21,6 +22,7 @@ from .models import create_model
 from .proxies import memorization_scores
 from .proxies.confidence import RECORDED as RECORDED_CONFIDENCE
 from .proxies.confidence import ConfidenceRecorder, remember_confidence
+from .reserve import split_validation
 from .runtime import Runtime
 from .training import ImageBank, Recipe, train
 from .training.recipe import DEFAULT_MODELS, default_recipe
@@ -40,16 +42,35 @@ class Setting:
     seed: int
     train_bank: ImageBank
     test_bank: ImageBank
+    # clean reserve (corrective_unlearning.reserve): carved out of the validation split by with_reserve; val_idx
+    # is then the selection split only. None = no reserve.
+    clean_idx: torch.Tensor | None = None
 
     def index_hashes(self) -> dict[str, str]:
-        return {"train": index_hash(self.train_idx), "val": index_hash(self.val_idx),
-                "manipulated": index_hash(self.manipulated.manipulated)}
+        hashes = {"train": index_hash(self.train_idx), "val": index_hash(self.val_idx),
+                  "manipulated": index_hash(self.manipulated.manipulated)}
+        if self.clean_idx is not None:  # clean reserve
+            hashes["clean_reserve"] = index_hash(self.clean_idx)
+        return hashes
 
     def describe(self) -> dict:
         m = self.manipulated
-        return {"dataset": self.dataset.name, "dataset_checksum": self.dataset.checksum,
-                "dataset_origin": self.dataset.origin, "val_size": len(self.val_idx),
-                "manipulation": m.name, "n": m.size, "manipulation_params": m.params, "seed": self.seed}
+        described = {"dataset": self.dataset.name, "dataset_checksum": self.dataset.checksum,
+                     "dataset_origin": self.dataset.origin, "val_size": len(self.val_idx),
+                     "manipulation": m.name, "n": m.size, "manipulation_params": m.params, "seed": self.seed}
+        if self.clean_idx is not None:  # clean reserve: val_size is then the selection split's size
+            described["clean_reserve"] = len(self.clean_idx)
+        return described
+
+    def with_reserve(self, fraction: float) -> "Setting":
+        """This setting with ``fraction`` of its validation split carved off as the clean reserve (stratified,
+        seeded by the setting's seed; :func:`corrective_unlearning.reserve.split_validation`); the rest stays
+        ``val_idx``, the selection split. ``fraction`` 0: this setting unchanged."""
+        if not fraction:
+            return self
+        reserve, selection = split_validation(self.val_idx, self.manipulated.clean_labels[self.val_idx], fraction,
+                                              self.seed)
+        return dataclasses.replace(self, val_idx=selection, clean_idx=reserve)
 
 
 def build_setting(
@@ -208,18 +229,23 @@ class TaskData:
     num_classes: int
     seed: int
     triggered: torch.Tensor  # which images the bank stamps with the trigger
+    # the clean reserve (corrective_unlearning.reserve): bank indices a method may train on, disjoint from val_idx
+    # (then the selection split only) and from training; None = no reserve
+    clean_idx: torch.Tensor | None = None
 
     @classmethod
     def from_setting(cls, setting: Setting) -> TaskData:
         m = setting.manipulated
         return cls(bank=setting.train_bank, labels=m.labels, train_idx=setting.train_idx, val_idx=setting.val_idx,
                    val_labels=m.clean_labels[setting.val_idx], num_classes=setting.dataset.num_classes,
-                   seed=setting.seed, triggered=m.triggered)
+                   seed=setting.seed, triggered=m.triggered, clean_idx=setting.clean_idx)
 
 
-def make_task(data: Setting | TaskData, original: nn.Module, forget: torch.Tensor, recipe: Recipe,
+def make_task(data: Setting | TaskData, original: nn.Module, forget: torch.Tensor | None, recipe: Recipe,
               runtime: Runtime, info: OriginalInfo | None = None) -> Task:
-    """The task of one deletion set ``forget``: retain = the training indices outside it. For a :class:`Setting`,
+    """The task of one deletion set ``forget``: retain = the training indices outside it (``forget`` None: the 0%
+    discovery column, an empty S_f that only methods needing no flagged sample accept; an empty tensor is refused
+    as before). The data's clean reserve, if any, goes with the task. For a :class:`Setting`,
     the task's ``memorization`` capability reads the original's proxy scores through
     :func:`~corrective_unlearning.proxies.memorization_scores` with ``info`` from :func:`train_original`
     (without ``info``, only scores kept with the model object in memory and proxies that need no record of the
@@ -227,6 +253,9 @@ def make_task(data: Setting | TaskData, original: nn.Module, forget: torch.Tenso
     memorization = _memorization(data, original, info, runtime) if isinstance(data, Setting) else None
     source = TaskData.from_setting(data) if isinstance(data, Setting) else data
     device = runtime.device
+    empty = forget is None  # the 0% discovery column
+    if empty:
+        forget = torch.empty(0, dtype=torch.long)
     return Task(
         original=original,
         bank=source.bank,
@@ -241,6 +270,8 @@ def make_task(data: Setting | TaskData, original: nn.Module, forget: torch.Tenso
         seed=source.seed,
         _triggered=source.triggered.to(device),
         memorization=memorization,
+        clean_idx=source.clean_idx,  # clean reserve (None without one)
+        allow_empty_forget=empty,  # the 0% discovery column
     )
 
 

@@ -237,7 +237,8 @@ class Record(RecordHead, total=False):
     metrics: dict[str, float | None]  # NaN is stored as null
     timings: Timings
     method_notes: dict  # what the method says about its run
-    forget_size: int
+    forget_size: int  # 0 in the 0% discovery column (clean-data defences, grid rate 0)
+    clean_samples: int  # the clean reserve's samples a defence trained on (corrective_unlearning.reserve)
     shared_with: str  # the cell whose model this one provably equals (it ran nothing itself)
     # a failed cell
     error: str

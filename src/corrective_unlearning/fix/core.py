@@ -18,6 +18,7 @@ from ..evaluation import defense_effectiveness, evaluate, predict
 from ..experiment import TaskData, make_task
 from ..inputs import TrainingData, as_images_labels, check_float_scale, check_model, flagged_indices, training_data
 from ..methods import METHODS
+from ..reserve import DEFAULT_FRACTION, needs_flagged, reads_reserve, split_validation
 from ..runtime import Runtime, Stopwatch
 from ..selection import DEFAULT_MAX_VAL_DROP
 from ..suspects import rank_suspects
@@ -44,7 +45,7 @@ class CorrectionReport(Mapping):
     flagged: int  # samples the user flagged
     deletion_set: int  # samples unlearned (flagged + suspects added)
     suspects: dict | None  # expand: which suspects were added and why
-    validation: dict  # {size, source}
+    validation: dict  # {size, source}, and clean_reserve: the reserve's size where a defence trained on one
     original_scores: dict  # the selection scores of the model before (val_acc, deletion_change)
     before: dict  # accuracies of the original model (see ``_comparison``)
     after: dict  # the same of the corrected model
@@ -97,6 +98,7 @@ def correct(
     device: str = "auto",
     seed: int = 0,
     progress: bool = False,
+    clean_reserve: float | None = None,
 ) -> Correction:
     """Return a corrected copy of ``model`` (left untouched) and a report.
 
@@ -112,7 +114,9 @@ def correct(
     as many as :func:`corrective_unlearning.suspects.auto.choose_k` estimates from the scores (none when the
     ranking's self-check says it cannot tell; the report's ``suspects.auto`` says why). ``recipe``: the
     training recipe of methods that train (default: the registered dataset's, else recipe A's optimiser without
-    augmentation unless ``augment``).
+    augmentation unless ``augment``). ``clean_reserve``: the fraction of the validation data that a clean-data
+    defence (ft_clean, nad, anp, i-bau, ft_after) trains on; the rest scores the result (default: half for those
+    methods, none otherwise). A defence needs no flagged sample: ``flagged`` may then be empty.
     """
     if not (expand == "auto" or (isinstance(expand, int) and not isinstance(expand, bool) and expand >= 0)):
         raise ValueError(f"expand: expected a number of suspects >= 0 or 'auto', got {expand!r}")
@@ -120,7 +124,10 @@ def correct(
     check_hparams(method, hparams)
     runtime = dataclasses.replace(Runtime.create(device, progress=progress), channels_last=False)
     data = training_data(train, mean=mean, std=std, runtime=runtime)
-    flagged = flagged_indices(flagged, len(data.labels))
+    if method != "auto" and not needs_flagged(method) and not _any_flagged(flagged):  # a defence: none needed
+        flagged = torch.empty(0, dtype=torch.int64)
+    else:
+        flagged = flagged_indices(flagged, len(data.labels))
     not_trained = flagged[~torch.isin(flagged, data.train_idx)]
     if len(not_trained):
         raise ValueError(f"flagged: {len(not_trained)} index(es) are not training samples of {data.description} "
@@ -139,13 +146,18 @@ def correct(
 
     labels = data.labels.clone()
     labels[val_idx] = data.val_labels  # the validation part of the bank carries its own labels
+    # clean reserve (corrective_unlearning.reserve): carved from the validation data; the rest scores the result
+    clean_idx, val_idx, val_labels = _carve_reserve(method, clean_reserve, val_idx, data.val_labels, seed)
     source = TaskData(bank=bank, labels=labels, train_idx=data.train_idx, val_idx=val_idx,
-                      val_labels=data.val_labels, num_classes=outputs, seed=seed, triggered=stamp)
-    task = make_task(source, original, flagged, recipe or _default_recipe(data, augment), runtime)
+                      val_labels=val_labels, num_classes=outputs, seed=seed, triggered=stamp, clean_idx=clean_idx)
+    # a method that needs no flagged sample (a clean-data defence) runs on an empty S_f: forget None says so
+    empty = len(flagged) == 0 and method != "auto" and not needs_flagged(method)
+    task = make_task(source, original, None if empty else flagged, recipe or _default_recipe(data, augment),
+                     runtime)
 
     def scores(m: nn.Module) -> dict:
         return {"val_acc": 100.0 * task.accuracy(m, val_idx),  # percent, as the benchmark's records
-                "deletion_change": 100.0 * (1.0 - task.accuracy(m, flagged))}
+                "deletion_change": 100.0 * (1.0 - task.accuracy(m, flagged)) if len(flagged) else None}
 
     original_scores = scores(original)
     candidates, skipped = None, None
@@ -160,14 +172,17 @@ def correct(
             chosen_method, chosen_hparams = method, METHODS.get(method).resolve(hparams)
     benchmark = None
     if data.setting is not None:
-        benchmark = {"before": evaluate(original, data.setting, runtime, flagged),
-                     "after": evaluate(corrected, data.setting, runtime, flagged)}
+        deleted = flagged if len(flagged) else None  # an empty S_f (a defence) has no deletion-set metrics
+        benchmark = {"before": evaluate(original, data.setting, runtime, deleted),
+                     "after": evaluate(corrected, data.setting, runtime, deleted)}
         benchmark.update(_backdoor_summary(benchmark, data.setting.manipulated.params))
     report = CorrectionReport(
         requested_method=method, method=chosen_method, hparams=chosen_hparams, method_notes=notes,
         candidates=candidates, skipped_candidates=skipped, max_val_drop=max_val_drop if method == "auto" else None,
         seconds=clock.seconds, data=data.description, num_classes=outputs, flagged=len(user_flagged),
-        deletion_set=len(flagged), suspects=suspects_report, validation={"size": len(val_idx), "source": val_source},
+        deletion_set=len(flagged), suspects=suspects_report,
+        validation={"size": len(val_idx), "source": val_source,
+                    **({"clean_reserve": len(clean_idx)} if clean_idx is not None else {})},
         original_scores=original_scores,
         **_comparison(original, corrected, data, bank, user_flagged, added, val_idx, stamp, runtime, outputs),
         benchmark=benchmark)
@@ -181,6 +196,25 @@ def _backdoor_summary(benchmark: dict, params: dict) -> dict:
         return {}
     return {"der": defense_effectiveness(benchmark["before"], benchmark["after"]),
             "clean_label": bool(params.get("clean_label"))}
+
+
+def _any_flagged(flagged) -> bool:
+    """Whether ``flagged`` names any sample (a boolean mask with a True, or any index)."""
+    flagged = torch.as_tensor(flagged) if not isinstance(flagged, torch.Tensor) else flagged
+    return bool(flagged.any()) if flagged.dtype == torch.bool else flagged.numel() > 0
+
+
+def _carve_reserve(method: str, fraction: float | None, val_idx: torch.Tensor, val_labels: torch.Tensor,
+                   seed: int) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """(reserve or None, selection indices, their labels): ``fraction`` of the validation data (default half for
+    a method that trains on the reserve, else none) set aside for training (clean reserve)."""
+    if fraction is None:
+        fraction = DEFAULT_FRACTION if method != "auto" and reads_reserve(method) else 0.0
+    if not fraction:
+        return None, val_idx, val_labels
+    reserve, selection = split_validation(val_idx, val_labels, fraction, seed)
+    kept = torch.isin(val_idx, selection)
+    return reserve, val_idx[kept], val_labels[kept]
 
 
 def check_max_val_drop(max_val_drop, name: str = "max_val_drop") -> float:

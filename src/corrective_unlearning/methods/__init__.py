@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from ..checks import ConfigError, Param, check_values, declare, defaults_of
 from ..registry import Registry
+from ..reserve import needs_flagged
 from ..training.recipe import Recipe
 from .task import SharedWork, Task, Unlearned
 
@@ -59,8 +60,13 @@ class Method:
                             label=lambda key: f"method {self.name}: hyperparameter {key!r}")
 
     def __call__(self, task: Task, hparams: dict | None = None) -> Unlearned:
-        """Run the method on ``task``; the result carries the shared work this run paid for or reused."""
+        """Run the method on ``task``; the result carries the shared work this run paid for or reused. An empty
+        S_f (the 0% discovery column) is refused unless the method needs no flagged sample (:mod:`..reserve`)."""
         hp = self.resolve(hparams)
+        if len(task.forget_idx) == 0 and needs_flagged(self.name):
+            raise ValueError(f"method {self.name}: the deletion set S_f is empty (0% discovery), and this method "
+                             f"unlearns flagged samples; only methods that need none (clean-data defences such as "
+                             f"ft_clean, nad, anp, i-bau) run without them")
         with task.accounting() as work:
             result = self.run(task, hp)
         return replace(result, shared=work)
@@ -105,6 +111,7 @@ def hparams_key(hparams: dict[str, Any]) -> str:
 
 from . import (bad_teacher, catastrophic_forgetting, exact_unlearning, l1_sparse, neggrad, neggrad_plus,  # noqa: E402,F401
                npo, potion, random_label, rem, rum, salun, scrub, ssd)
+from . import anp, ft_after, ft_clean, i_bau, nad  # noqa: E402,F401  (clean-data defences, reserve.py)
 
 __all__ = ["METHODS", "AutoCandidate", "ConfigError", "Method", "Param", "RECIPE_TYPES", "SharedWork", "Task",
            "Unlearned", "expand_grid", "expand_settings", "hparams_key", "method", "summary_of"]

@@ -71,10 +71,18 @@ class Task:
     # The shared-work accounts of the method runs under way on this task, innermost last (a meta-method's steps
     # run methods inside its own run); never copied into a derived task.
     _runs: list[SharedWork] = field(default_factory=list, init=False, repr=False)
+    # -- clean reserve (corrective_unlearning.reserve) --------------------------------------------------------------
+    # Indices (into the bank, like val_idx) of never-manipulated samples a method may train on, disjoint from
+    # val_idx (which is then the selection split only) and from training; None = no reserve (defences refuse).
+    clean_idx: torch.Tensor | None = field(default=None, repr=False)
+    # True only for a task of the 0% discovery column: S_f may be empty, and only methods that need no flagged
+    # sample (reserve.needs_flagged) run on it.
+    allow_empty_forget: bool = field(default=False, repr=False)
+    # -- end clean reserve -------------------------------------------------------------------------------------------
 
     def __post_init__(self) -> None:
         # Every method loop is bounded by the sizes of these sets: an empty one is refused here, not spun on.
-        if len(self.forget_idx) == 0:
+        if len(self.forget_idx) == 0 and not self.allow_empty_forget:
             raise ValueError("the deletion set S_f is empty: nothing to unlearn (raise the discovery rate or n)")
         if len(self.retain_idx) == 0:
             raise ValueError("the retain set is empty: every training sample is in S_f")

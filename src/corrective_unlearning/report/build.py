@@ -17,7 +17,8 @@ test accuracy), the forget sets' measured ES and proxy ranges, and a figure of T
 
 Here: the report's entry points. What each part reports lives in a module of its own: loading (records in,
 upgraded), tidy (cells.csv, seeds.csv), views (views, settings, seed aggregation), rates (the rate tables), timing
-(Table 3), study (RUM's study), notes (method notes, failed cells), charts (figures), rem_map and attacks.
+(Table 3), study (RUM's study), notes (method notes, failed cells), charts (figures), rem_map, attacks and
+defences (clean-data defences beside corrective unlearning).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from .charts import write_figures, write_level_figures
 from .loading import configured_forget_sets, load_run, method_order, unmarked
 from .notes import failed_section, notes_section
 from .rates import rate_sections
+from .defences import defence_sections
 from .rem_map import rem_map
 from .study import rum_label, study_sections
 from .tidy import FIXED_COLUMNS, seed_table, tidy_table, write_csv, write_parquet
@@ -59,6 +61,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None,
     out.mkdir(parents=True, exist_ok=True)
     paths = _tables(marked, failed, methods, out, no_selection)
     figures, extra = _figures(marked, methods, out / "figures", max_val_drop, no_selection)
+    extra += [] if no_selection else defence_sections(marked)  # clean-data defences beside unlearning
     summary = summary_markdown(marked, failed, methods, results_dir, [p.relative_to(out) for p in figures],
                                max_val_drop=max_val_drop, no_selection=no_selection, records=records, extra=extra)
     (out / "summary.md").write_text(summary)

@@ -57,7 +57,7 @@ from ..suspects.expansion import Expansions
 from .lock import cache_lock
 from .memo import first_use, once
 from .record import failed_record, run_cell, shared_record
-from .spec import Cell, GridConfig, setting_key
+from .spec import ORIGINAL, Cell, GridConfig, setting_key
 from .store import ResultStore
 from .tow import write_deletion_set_references
 
@@ -161,18 +161,19 @@ class Worker:
                 yield cell, failed_record(self.common, cell, f"original model: {held.error}", held.traceback)
             return
         try:
-            forget, cell_base, charge = self._deletion_set(cells[0], held)
+            forget, cell_base, charge = self._deletion_set(cells, held)
         except _UnitFailed as failure:  # e.g. a proxy the original lacks, cleanlab missing: this unit's cells fail
             for cell in cells:
                 yield cell, failed_record(held.base, cell, failure.error, failure.trace)
             return
         yield from self._run_cells(cells, held, forget, cell_base, charge)
 
-    def _deletion_set(self, first: Cell, held: _Original) -> tuple[torch.Tensor | None, dict, Callable | None]:
+    def _deletion_set(self, cells: list[Cell], held: _Original) -> tuple[torch.Tensor | None, dict, Callable | None]:
         """The unit's deletion set, the base of its records and what books its suspects' cost (or None): a forget
         set chosen from the original (once per set; its cost is no method's), or the seeded subset of S_m at
-        the rate, grown by the original's top-k suspects (grid key expand)."""
-        cell_base, charge = held.base, None
+        the rate, grown by the original's top-k suspects (grid key expand); at rate 0 with a method to run (the
+        0% discovery column), an empty S_f."""
+        first, cell_base, charge = cells[0], held.base, None
         if first.forget_set:
             forget, description = _unit_step(f"forget set {first.forget_set}", timed_selection, held.selector,
                                              self.forget_specs[first.forget_set], first.seed)
@@ -183,6 +184,8 @@ class Worker:
             cell_base = {**held.base, "forget_set_info": description}
         else:
             forget = deletion_set(held.setting, first.rate) if first.rate > 0 else None
+            if forget is None and any(cell.method != ORIGINAL for cell in cells):  # the 0% discovery column
+                forget = torch.empty(0, dtype=torch.long)
         if first.expand:
             forget, block = _unit_step("suspects", held.expansions.grow, forget, first.rate, first.expand,
                                        first.expand_ranking)
@@ -194,9 +197,10 @@ class Worker:
                    charge: Callable | None) -> Iterator[tuple[Cell, Record]]:
         first, setting, original, info = cells[0], held.setting, held.original, held.info
         # Built once per deletion set, on first use inside a cell: a task that cannot be built fails its cells.
-        task = functools.cache(lambda: make_task(setting, original, forget, self.recipe, self.runtime, info))
+        flagged = forget if forget is not None and len(forget) else None  # None: the 0% discovery column
+        task = functools.cache(lambda: make_task(setting, original, flagged, self.recipe, self.runtime, info))
         references = None
-        if self.tow is not None and forget is not None:  # ToW: both references once per deletion set, on first use
+        if self.tow is not None and flagged is not None:  # ToW: both references once per deletion set, on first use
             references = once(functools.partial(
                 write_deletion_set_references, setting, original, info, forget, task, self.tow, held.clean_oracle,
                 self.runtime, self.config.cache, self.out / "references" / f"{first.deletion_set_id}.json"))
@@ -228,6 +232,8 @@ class Worker:
             with cache_lock(cache_key(original_spec(setting, config.model_name, self.recipe))):
                 original, info = train_original(setting, config.model_name, self.recipe, runtime,
                                                 use_cache=config.cache)
+            # clean reserve: carved after M_o is trained (M_o, its cache entry and checkpoint choice are unchanged)
+            setting = setting.with_reserve(config.reserve_fraction())
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as error:

@@ -56,7 +56,8 @@ def run_cell(cell: Cell, setting: Setting, original: nn.Module, info: OriginalIn
         refs = _obtained(references) if cell.method != ORIGINAL and references is not None else None
         model, timings = _run_model(cell, original, info, make_task, forget, runtime, record)
         with Stopwatch(runtime) as clock:
-            metrics = evaluate(model, setting, runtime, forget)
+            # an empty S_f (the 0% discovery column) has no deletion-set metrics
+            metrics = evaluate(model, setting, runtime, forget if forget is not None and len(forget) else None)
         timings = {"method_seconds": timings.pop("method_seconds"), "eval_seconds": clock.seconds,
                    **_tow(record, metrics, model, setting, forget, refs, runtime), **timings}
         if charge is not None and cell.method != ORIGINAL:
@@ -90,6 +91,8 @@ def _run_model(cell: Cell, original: nn.Module, info: OriginalInfo, make_task: C
     with Stopwatch(runtime) as clock:
         result = METHODS.get(cell.method)(task, cell.hparams)
     record["method_notes"] = dict(result.notes)
+    if "clean_samples" in result.notes:  # the clean reserve's samples the method consumed
+        record["clean_samples"] = int(result.notes["clean_samples"])
     return result.model, {"method_seconds": clock.seconds, **shared_work(result)}
 
 

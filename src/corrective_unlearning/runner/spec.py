@@ -31,6 +31,7 @@ from ..manipulations import check_params
 from ..methods import METHODS, expand_settings, hparams_key
 from ..models import MODELS
 from ..references import REFERENCES
+from ..reserve import DEFAULT_FRACTION, check_fraction, needs_flagged, reads_reserve
 from ..suspects import ranking_names
 
 ORIGINAL = "original"
@@ -76,6 +77,20 @@ class GridConfig(RunConfig):
     # suspects, e.g. expand: [0, 500] (0 = S_f as identified); ranked by expand_ranking.
     expand: list | None = None
     expand_ranking: str = "combined"
+    # Clean reserve (corrective_unlearning.reserve): the fraction of the validation split that methods may train on
+    # (selection and the guarded rule use the rest); null = half where a method of the grid reads the reserve
+    # (ft_clean, nad, anp, i-bau, ft_after), else none (0). A rate of 0 in ``rates`` (the 0% discovery column) runs
+    # only the methods that need no flagged sample, and those run only there (their result does not depend on S_f).
+    clean_reserve: float | None = None
+
+    def reserve_fraction(self) -> float:
+        """``clean_reserve`` resolved: its value, or half when a method of the grid reads the reserve, else 0."""
+        if self.clean_reserve is None:
+            return DEFAULT_FRACTION if any(reads_reserve(name) for name in self.methods) else 0.0
+        try:
+            return check_fraction(self.clean_reserve)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
 
     def expand_sizes(self, method: str | None = None) -> list[int]:
         """The ``expand`` entries, validated; [0] when absent. With ``method``: that method's own ``expand``
@@ -169,12 +184,13 @@ def load_grid_config(path: str | None, overrides: list[str]) -> GridConfig:
                 raise ConfigError(f"manipulations: {m.name} size {n!r} must be an integer >= 1")
             if forget_sets:
                 continue  # forget sets replace the rates
-            empty = [rate for rate in config.rates if round(float(rate) * n) == 0]
+            empty = [rate for rate in config.rates if rate != 0 and round(float(rate) * n) == 0]
             if empty:
                 raise ConfigError(f"discovery rate {empty[0]} of {m.name} n = {n} gives an empty deletion set "
                                   f"(round({empty[0]} * {n}) = 0): raise the rate or n")
     for name in config.methods:
         config.method_settings(name)
+    _check_reserve(config)  # clean reserve
 
     for i, m in enumerate(config.manipulation_grids()):
         check_params(m.name, m.params, f"manipulations[{i}].params")
@@ -207,8 +223,9 @@ def check_grid_lists(config: GridConfig) -> None:
     if not isinstance(config.rates, list) or not config.rates:
         raise ConfigError(f"rates: expected a non-empty list of discovery rates in (0, 1], got {config.rates!r}")
     for rate in config.rates:
-        if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 < float(rate) <= 1:
-            raise ConfigError(f"discovery rates must be numbers in (0, 1], got {rate!r}")
+        if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= float(rate) <= 1:
+            raise ConfigError(f"discovery rates must be numbers in (0, 1] (or 0: the 0% discovery column of the "
+                              f"methods that need no flagged sample), got {rate!r}")
     by_id: dict[str, object] = {}
     for rate in config.rates:
         label = f"{float(rate):.2f}"  # a cell id holds the rate to two decimals
@@ -294,11 +311,38 @@ def expand_cells(config: GridConfig) -> list[Cell]:
             for rate in ([] if forget_sets else sorted(float(r) for r in config.rates)):
                 for k in sorted({k for own in sizes.values() for k in own}, key=_expand_order):
                     ranking = config.expand_ranking if k else ""
-                    for name in (name for name in config.methods if k in sizes[name]):
+                    for name in (name for name in config.methods if k in sizes[name]
+                                 and _runs_at(config, name, rate, k)):
                         cells += [Cell(m.name, params, n, seed, rate, name, hp, i, "", k, ranking)
                                   for i, hp in enumerate(config.method_settings(name))]
     return cells
 
+
+
+def _runs_at(config: GridConfig, name: str, rate: float, expand: int) -> bool:
+    """The 0% discovery column (rate 0): only methods that need no flagged sample, and, when the grid has it,
+    those methods run only there and unexpanded (they read no S_f, so every other rate would repeat them)."""
+    if needs_flagged(name):
+        return rate > 0
+    has_zero = any(float(r) == 0 for r in config.rates)
+    return (rate == 0 and expand == 0) if has_zero else True
+
+
+def _check_reserve(config: GridConfig) -> None:
+    """The clean reserve's fraction is valid, and a grid with a reserve-reading method has a reserve; rate 0 needs
+    a method that runs without flagged samples."""
+    fraction = config.reserve_fraction()
+    readers = [name for name in config.methods if reads_reserve(name)]
+    if readers and fraction == 0:
+        raise ConfigError(f"methods {readers} train on the clean reserve, and clean_reserve is 0: give it a "
+                          f"fraction of the validation split, e.g. clean_reserve: 0.5")
+    if readers and config.dataset.val_size == 0:
+        raise ConfigError(f"methods {readers} train on the clean reserve, a part of the validation split, and "
+                          f"dataset.val_size is 0")
+    if any(float(r) == 0 for r in config.rates if isinstance(r, (int, float))) and all(
+            needs_flagged(name) for name in config.methods):
+        raise ConfigError("rates: 0 (0% discovery) runs only methods that need no flagged sample (ft_clean, nad, "
+                          "anp, i-bau), and the grid has none")
 
 
 def setting_key(cell: Cell) -> tuple:
