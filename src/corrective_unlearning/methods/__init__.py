@@ -109,9 +109,9 @@ def hparams_key(hparams: dict[str, Any]) -> str:
     return json.dumps(hparams, sort_keys=True, separators=(",", ":"))
 
 
-from . import (bad_teacher, catastrophic_forgetting, exact_unlearning, l1_sparse, neggrad, neggrad_plus,  # noqa: E402,F401
-               npo, potion, random_label, rem, rum, salun, scrub, ssd)
-from . import anp, ft_after, ft_clean, i_bau, nad  # noqa: E402,F401  (clean-data defences, reserve.py)
+# registration, one name per method file (anp, ft_after, ft_clean, i_bau, nad: the clean-data defences)
+from . import (anp, bad_teacher, catastrophic_forgetting, exact_unlearning, ft_after, ft_clean, i_bau,  # noqa: E402,F401
+               l1_sparse, nad, neggrad, neggrad_plus, npo, potion, random_label, rem, rum, salun, scrub, ssd)  # noqa: F401
 
 __all__ = ["METHODS", "AutoCandidate", "ConfigError", "Method", "Param", "RECIPE_TYPES", "SharedWork", "Task",
            "Unlearned", "expand_grid", "expand_settings", "hparams_key", "method", "summary_of"]

@@ -81,7 +81,8 @@ def set_perturbed(layers: list[MaskedBatchNorm], on: bool) -> None:
 @method("anp", params={"clean_samples": CLEAN_SAMPLES, "iterations": Param(int, 2000, low=1),
                        "batch_size": Param(int, 256, low=1), "lr": 0.2, "eps": Param(float, 0.4, low=0),
                        "anp_steps": Param(int, 1, low=1), "alpha": Param(float, 0.2, low=0, high=1),
-                       "threshold": Param(float, 0.2, low=0, high=1, doc="masks below it are pruned")}, grid={})
+                       "threshold": Param(float, 0.2, low=0, high=1, doc="masks below it are pruned")},
+        grid={}, style=("crimson", "v"))
 def anp(task: Task, hp: dict) -> Unlearned:
     """Adversarial Neuron Pruning: batch-norm neuron masks learned on the clean reserve under adversarial
     perturbation of the neurons (eps 0.4, one step, alpha 0.2; 2000 iterations of batch 256, mask lr 0.2), then

@@ -12,7 +12,7 @@ from .task import Task, Unlearned
 
 @uses_reserve("ft_after", flagged=True)
 @method("ft_after", params={"first": Param(str, "rem", doc="a registered corrective method"),
-                            "first_params": Param(dict, {}), **FT_PARAMS}, grid={})
+                            "first_params": Param(dict, {}), **FT_PARAMS}, grid={}, style=("slategray", "X"))
 def ft_after(task: Task, hp: dict) -> Unlearned:
     """``first`` (a registered corrective method, default REM, with ``first_params``) on the task, then FT on the
     clean reserve from its result (ft_clean's defaults: 100 epochs, batch 256, lr 0.01).

@@ -18,7 +18,7 @@ PARAMS = {"clean_samples": CLEAN_SAMPLES, "epochs": Param(float, 100.0, low=0, c
 
 
 @uses_reserve("ft_clean")
-@method("ft_clean", params=PARAMS, grid={})
+@method("ft_clean", params=PARAMS, grid={}, style=("darkgreen", "s"))
 def ft_clean(task: Task, hp: dict) -> Unlearned:
     """Fine-tuning on clean data (BackdoorBench's FT): M_o trained on the clean reserve for ``epochs`` epochs (100)
     at batch 256, lr 0.01, weight decay 5e-4; no flagged sample is read."""

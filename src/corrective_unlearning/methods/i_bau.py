@@ -63,7 +63,8 @@ def hypergradient(model: nn.Module, params: list[torch.Tensor], x: torch.Tensor,
 @method("i-bau", params={"clean_samples": CLEAN_SAMPLES, "rounds": Param(int, 5, low=1), "K": Param(int, 5, low=1),
                          "batch_size": Param(int, 256, low=1), "lr": 1e-4, "pert_lr": 10.0, "pert_reg": 1e-3,
                          "radius": Param(float, 10.0, low=0), "inner_lr": 0.1, "inner_reg": 1e-4,
-                         "outer_portion": Param(float, 0.01, low=0, high=1, closed="right")}, grid={})
+                         "outer_portion": Param(float, 0.01, low=0, high=1, closed="right")},
+        grid={}, style=("darkviolet", "P"))
 def i_bau(task: Task, hp: dict) -> Unlearned:
     """Implicit Backdoor Adversarial Unlearning: 5 rounds of (a universal adversarial perturbation found on the
     clean reserve; one pass of Adam steps, lr 1e-4, batch 256, on the implicit hypergradient with K = 5

@@ -47,7 +47,8 @@ def attention_loss(student: torch.Tensor, teacher: torch.Tensor, p: float = 2.0)
                        "p": Param(float, 2.0, low=0, closed="neither"),
                        "steps": Param(int, None, low=1, nullable=True, doc="null: epochs over the reserve"),
                        "teacher_steps": Param(int, None, low=1, nullable=True,
-                                              doc="null: teacher_epochs over the reserve")}, grid={})
+                                              doc="null: teacher_epochs over the reserve")},
+        grid={}, style=("darkorange", "D"))
 def nad(task: Task, hp: dict) -> Unlearned:
     """Neural Attention Distillation: a teacher fine-tuned on the clean reserve (10 epochs), then M_o distilled
     towards the teacher's attention maps at its last three feature layers (betas 500, 1000, 1000; p 2) with

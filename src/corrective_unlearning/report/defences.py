@@ -157,7 +157,8 @@ def _combined_lines(records, values, rows, names, combined, rates) -> list[str]:
     for row in rows:
         for method, first in sorted(firsts.items()):
             for rate in rates:
-                both = values[row].get((method, rate)), values[row].get((first, rate)), values[row].get(("ft_clean", 0.0))
+                both = (values[row].get((method, rate)), values[row].get((first, rate)),
+                        values[row].get(("ft_clean", 0.0)))
                 if not both[0] or not both[0].get("der"):
                     continue
                 ders = [round(_mean(c["der"]), 2) if c and c.get("der") else None for c in both]
