@@ -19,6 +19,6 @@ def load_dataset(name: str, **options: Any) -> ImageDataset:
     return SOURCES.get(name)(**options)
 
 
-from . import cifar, fashion_mnist, synthetic, tensors  # noqa: E402,F401  (registration)
+from . import cifar, fashion_mnist, svhn, synthetic, tensors  # noqa: E402,F401  (registration)
 
 __all__ = ["ImageDataset", "DataNotFoundError", "SOURCES", "load_dataset", "stratified_split"]

@@ -86,8 +86,10 @@ DEFAULT_RECIPES = {
     "cifar100": Recipe(steps=6000),
     "fashion-mnist": Recipe(steps=500, batch_size=128, crop_padding=2, flip=False),
     "synthetic": Recipe(steps=60, batch_size=64, crop_padding=1, flip=False),
+    "svhn": Recipe(flip=False),  # digits: a mirrored 2 or 5 is not the same class
 }
-DEFAULT_MODELS = {"cifar10": "resnet9", "cifar100": "wrn28x10", "fashion-mnist": "small_cnn", "synthetic": "small_cnn"}
+DEFAULT_MODELS = {"cifar10": "resnet9", "cifar100": "wrn28x10", "fashion-mnist": "small_cnn", "synthetic": "small_cnn",
+                  "svhn": "resnet9"}
 
 
 def default_recipe(dataset: str) -> Recipe:
