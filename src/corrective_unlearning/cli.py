@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 import warnings
@@ -119,7 +120,7 @@ def cmd_fix(args) -> int:
 
     from . import fix  # lazy: each command loads only what it runs
     from .fix.core import check_hparams, check_max_val_drop  # lazy: each command loads only what it runs
-    from .inputs import check_model_file  # lazy: each command loads only what it runs
+    from .inputs import check_model_file, rebuild_note  # lazy: each command loads only what it runs
     from .fix.output import check_fix_out  # lazy: each command loads only what it runs
     from .fix.report import before_after  # lazy: each command loads only what it runs
     from .runtime import Runtime  # lazy: each command loads only what it runs
@@ -133,6 +134,7 @@ def cmd_fix(args) -> int:
               "--flagged": args.flagged, "--validation": args.validation}
     check_fix_out(args.out, inputs, args.force)
     check_model_file(args.model, "--model")
+    arch, arch_kwargs = _arch(args)
     if not fix.read_flagged(args.flagged):  # its form; the range once the data says how many samples there are
         raise ValueError(f"--flagged {args.flagged} holds no index; expected at least one training index of a "
                          f"sample found to be bad")
@@ -143,12 +145,9 @@ def cmd_fix(args) -> int:
     flagged = fix.read_flagged(args.flagged, n=len(data.labels))
     validation = fix.training_data(args.validation) if args.validation else None
     _advance(stages, "load the model")
-    arch = args.arch or _sidecar(args.model).get("arch")
-    if not arch:
-        raise ValueError(f"--arch is needed: {args.model} has no sidecar naming its architecture")
     with warnings.catch_warnings(record=True) as notes:
         warnings.simplefilter("always")
-        model = fix.load_model(args.model, arch, data.num_classes, data.images.shape[1])
+        model = fix.load_model(args.model, arch, data.num_classes, data.images.shape[1], arch_kwargs)
     for note in notes:
         print(f"note: {note.message}", file=sys.stderr)
     _advance(stages, "correct")
@@ -157,7 +156,8 @@ def cmd_fix(args) -> int:
                          seed=args.seed, max_val_drop=args.max_val_drop, progress=not args.quiet,
                          clean_reserve=args.clean_reserve)
     _advance(stages, "write the report")
-    report = fix.write_report(result, args.out, {"arch": arch, "num_classes": data.num_classes,
+    card = rebuild_note(arch, arch_kwargs, data.num_classes, int(data.images.shape[1]))
+    report = fix.write_report(result, args.out, {**card, "num_classes": data.num_classes,
                                                  "in_channels": int(data.images.shape[1]),
                                                  "source_model": str(args.model)},
                               force=args.force, inputs=inputs)
@@ -187,6 +187,7 @@ def cmd_suspects(args) -> int:
     out = check_out(args.out, args.force, {"--data": args.data if Path(args.data).exists() else None,
                                            "--model": args.model})
     check_model_file(args.model, "--model")
+    arch, arch_kwargs = _arch(args)
     flagged_ = read_flagged(args.flagged)
     if not flagged_:
         raise ValueError(f"--flagged {args.flagged} holds no index")
@@ -194,12 +195,9 @@ def cmd_suspects(args) -> int:
                                   channels_last=False)
     data = training_data(args.data, data_dir=args.data_dir, download=args.download, runtime=runtime)
     flagged = read_flagged(args.flagged, n=len(data.labels))
-    arch = args.arch or _sidecar(args.model).get("arch")
-    if not arch:
-        raise ValueError(f"--arch is needed: {args.model} has no sidecar naming its architecture")
     with warnings.catch_warnings(record=True) as notes:
         warnings.simplefilter("always")
-        model = load_model(args.model, arch, data.num_classes, data.images.shape[1])
+        model = load_model(args.model, arch, data.num_classes, data.images.shape[1], arch_kwargs)
     for note in notes:
         print(f"note: {note.message}", file=sys.stderr)
     model = runtime.prepare(model).eval()
@@ -243,6 +241,29 @@ def _hparams(text: str | None) -> dict | None:
 def _advance(bar, next_stage: str) -> None:
     bar.update(1)
     bar.set_description(next_stage)
+
+
+def _arch(args) -> tuple[str, dict]:
+    """``--arch`` and ``--arch-kwargs``, else what the model's JSON sidecar records (``arch``, ``arch_kwargs``). A
+    ``module.path:callable`` is imported as ``python -m`` would: the current folder is searched first."""
+    from .inputs import is_user_arch, parse_arch_kwargs  # lazy: each command loads only what it runs
+    from .inputs.arch import resolve_callable  # lazy: each command loads only what it runs
+
+    sidecar = _sidecar(args.model) if not args.arch else {}
+    arch = args.arch or sidecar.get("arch")
+    if not arch:
+        raise ValueError(f"--arch is needed: {args.model} has no sidecar naming its architecture; expected a "
+                         f"registry name or module.path:callable")
+    if args.arch_kwargs is not None:
+        kwargs = parse_arch_kwargs(args.arch_kwargs)
+    else:
+        kwargs = parse_arch_kwargs(sidecar.get("arch_kwargs") if isinstance(sidecar.get("arch_kwargs"), dict)
+                                   else None)
+    if is_user_arch(arch):
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        resolve_callable(arch)  # an unknown module or callable fails here, before the data is read
+    return arch, kwargs
 
 
 def _sidecar(model_path: str) -> dict:
@@ -303,6 +324,14 @@ def cmd_datasets(_args) -> int:
     return 0
 
 
+ARCH_HELP = ("the architecture: a registry name (resnet9 | wrn28x10 | small_cnn | ...) or your own "
+             "module.path:callable (a class or factory, e.g. mypkg.nets:Net or timm:create_model; the current folder "
+             "is searched first), called with num_classes/in_channels from the data only where its signature names "
+             "them; default: the model's JSON sidecar")
+ARCH_KWARGS_HELP = ("keyword arguments of --arch as a YAML mapping, e.g. '{width: 64}' or "
+                    "'{model_name: resnet18, num_classes: 10}'; they override num_classes/in_channels")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="corrective", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -347,8 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
                "--flagged runs/train-.../flagged.txt --out fixed/")
     fix.add_argument("--model", required=True, help="the trained weights: .safetensors, or a PyTorch checkpoint "
                                                     "(read with weights_only=True; pickled code is refused)")
-    fix.add_argument("--arch", help="the registry architecture (resnet9 | wrn28x10 | small_cnn); default: the "
-                                    "model's JSON sidecar")
+    fix.add_argument("--arch", help=ARCH_HELP)
+    fix.add_argument("--arch-kwargs", help=ARCH_KWARGS_HELP)
     fix.add_argument("--data", required=True,
                      help="training data as trained on: a registered dataset (cifar10, fashion-mnist, ...), a "
                           "'corrective train' run folder, or an .npz file with images [N, C, H, W] and labels")
@@ -388,7 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: corrective suspects --model m.safetensors --arch resnet9 --data run/ --flagged flagged.txt "
                "--k auto --out s/")
     sus.add_argument("--model", required=True, help="the trained weights (.safetensors or a PyTorch checkpoint)")
-    sus.add_argument("--arch", help="the registry architecture; default: the model's JSON sidecar")
+    sus.add_argument("--arch", help=ARCH_HELP)
+    sus.add_argument("--arch-kwargs", help=ARCH_KWARGS_HELP)
     sus.add_argument("--data", required=True, help="training data as trained on (the forms 'corrective fix' takes)")
     sus.add_argument("--flagged", required=True, help="the flagged training indices: .txt, .csv or .json")
     sus.add_argument("--ranking", default="combined", help="a suspects ranking (default: combined); e.g. embedding, "

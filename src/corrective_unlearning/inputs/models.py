@@ -1,5 +1,5 @@
 """The practitioner's model: a file (safetensors or a weights-only PyTorch checkpoint) loaded into a registry
-architecture, and a model checked to be finite and to map the training images to one score per class."""
+architecture or the practitioner's own (``module.path:callable``, :mod:`.arch`), and a model checked to be finite and to map the training images to one score per class."""
 from __future__ import annotations
 
 import warnings
@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..models import create_model
 from ..training import ImageBank
+from .arch import build_arch
 from .data import describe
 
 
@@ -45,9 +45,12 @@ def check_model(model: nn.Module, bank: ImageBank, num_classes: int) -> int:
     return int(out.shape[1])
 
 
-def load_model(path: str | Path, arch: str, num_classes: int, in_channels: int) -> nn.Module:
-    """A registry model (``arch``) with the weights of ``path``: safetensors, or a PyTorch checkpoint read with
-    ``weights_only=True`` (a state dict, or a dict holding one under ``state_dict`` or ``model``)."""
+def load_model(path: str | Path, arch: str, num_classes: int, in_channels: int,
+               arch_kwargs: dict | None = None) -> nn.Module:
+    """A model built by ``arch`` (a registry name, or ``module.path:callable`` called with ``arch_kwargs`` as
+    :func:`.arch.build_arch` says) with the weights of ``path``: safetensors, or a PyTorch checkpoint read with
+    ``weights_only=True`` (a state dict, or a dict holding one under ``state_dict`` or ``model``). The weights must
+    fit strictly: every missing, unexpected or misshapen key is an error naming them."""
     path = check_model_file(path)
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError  # lazy: read only for a .safetensors file
@@ -72,18 +75,20 @@ def load_model(path: str | Path, arch: str, num_classes: int, in_channels: int) 
             state = next((state[k] for k in ("state_dict", "model") if isinstance(state.get(k), dict)), state)
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise ValueError(f"{path}: expected a state dict (names -> tensors), got {type(state).__name__}")
-    model = create_model(arch, num_classes, in_channels)
+    model = build_arch(arch, num_classes, in_channels, arch_kwargs)
     expected = model.state_dict()
     state, stripped = _strip_wrapper_prefix(state, expected)
-    what = f"{path} does not fit a {arch} with {num_classes} classes and {in_channels} input channel(s)" + (
+    built = f"{arch} with arguments {arch_kwargs}" if arch_kwargs else arch
+    what = f"{path} does not fit a {built} with {num_classes} classes and {in_channels} input channel(s)" + (
         f" (key prefix {stripped!r} of {PREFIXES[stripped]} stripped)" if stripped else "")
     problems = state_dict_mismatch(state, expected)
     if problems:
-        raise ValueError(f"{what}: {problems} (check --arch and the data)")
+        raise ValueError(f"{what}: {problems} (check --arch, --arch-kwargs and the data)")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        raise ValueError(f"{what}: {str(error).splitlines()[0]} (check --arch and the data)") from error
+        raise ValueError(f"{what}: {str(error).splitlines()[0]} (check --arch, --arch-kwargs and the data)") \
+            from error
     if stripped:
         warnings.warn(f"{path}: key prefix {stripped!r} ({PREFIXES[stripped]}) stripped from its keys", UserWarning,
                       stacklevel=2)
