@@ -120,7 +120,7 @@ def cmd_fix(args) -> int:
 
     from . import fix  # lazy: each command loads only what it runs
     from .fix.core import check_hparams, check_max_val_drop  # lazy: each command loads only what it runs
-    from .inputs import check_model_file, rebuild_note  # lazy: each command loads only what it runs
+    from .inputs import check_model_file, rebuild_note, write_file_list  # lazy: each command loads only what it runs
     from .fix.output import check_fix_out  # lazy: each command loads only what it runs
     from .fix.report import before_after  # lazy: each command loads only what it runs
     from .runtime import Runtime  # lazy: each command loads only what it runs
@@ -135,15 +135,16 @@ def cmd_fix(args) -> int:
     check_fix_out(args.out, inputs, args.force)
     check_model_file(args.model, "--model")
     arch, arch_kwargs = _arch(args)
-    if not fix.read_flagged(args.flagged):  # its form; the range once the data says how many samples there are
+    if not _flagged_form(args.flagged):  # its form; the range once the data says how many samples there are
         raise ValueError(f"--flagged {args.flagged} holds no index; expected at least one training index of a "
                          f"sample found to be bad")
 
     runtime = Runtime.create(args.device or "auto", progress=not args.quiet)
     stages = progress_bar(4, "read the data", enabled=not args.quiet, leave=False)
-    data = fix.training_data(args.data, data_dir=args.data_dir, download=args.download, runtime=runtime)
-    flagged = fix.read_flagged(args.flagged, n=len(data.labels))
-    validation = fix.training_data(args.validation) if args.validation else None
+    data = fix.training_data(args.data, data_dir=args.data_dir, download=args.download, runtime=runtime,
+                             image_size=args.image_size)
+    flagged = _flagged(args.flagged, data)
+    validation = fix.training_data(args.validation, like=data) if args.validation else None
     _advance(stages, "load the model")
     with warnings.catch_warnings(record=True) as notes:
         warnings.simplefilter("always")
@@ -159,8 +160,12 @@ def cmd_fix(args) -> int:
     card = rebuild_note(arch, arch_kwargs, data.num_classes, int(data.images.shape[1]))
     report = fix.write_report(result, args.out, {**card, "num_classes": data.num_classes,
                                                  "in_channels": int(data.images.shape[1]),
-                                                 "source_model": str(args.model)},
+                                                 "source_model": str(args.model)}
+                              | ({"classes": list(data.classes), "image_size": list(data.images.shape[2:]),
+                                  "files": "files.csv"} if data.files is not None else {}),
                               force=args.force, inputs=inputs)
+    if data.files is not None:  # an image folder: the list the indices refer to, beside the report
+        write_file_list(Path(args.out) / "files.csv", data.files, data.labels.tolist(), data.classes)
     stages.update(1)
     stages.close()
     print(before_after(result.report))
@@ -188,13 +193,14 @@ def cmd_suspects(args) -> int:
                                            "--model": args.model})
     check_model_file(args.model, "--model")
     arch, arch_kwargs = _arch(args)
-    flagged_ = read_flagged(args.flagged)
+    flagged_ = _flagged_form(args.flagged)
     if not flagged_:
         raise ValueError(f"--flagged {args.flagged} holds no index")
     runtime = dataclasses.replace(Runtime.create(args.device or "auto", compile=False, progress=False),
                                   channels_last=False)
-    data = training_data(args.data, data_dir=args.data_dir, download=args.download, runtime=runtime)
-    flagged = read_flagged(args.flagged, n=len(data.labels))
+    data = training_data(args.data, data_dir=args.data_dir, download=args.download, runtime=runtime,
+                         image_size=args.image_size)
+    flagged = _flagged(args.flagged, data)
     with warnings.catch_warnings(record=True) as notes:
         warnings.simplefilter("always")
         model = load_model(args.model, arch, data.num_classes, data.images.shape[1], arch_kwargs)
@@ -241,6 +247,27 @@ def _hparams(text: str | None) -> dict | None:
 def _advance(bar, next_stage: str) -> None:
     bar.update(1)
     bar.set_description(next_stage)
+
+
+def _flagged_form(path: str) -> list | bool:
+    """What can be checked of ``--flagged`` before the data is read: indices in a readable form, or a list of image
+    paths (checked against the image folder later)."""
+    from .inputs import is_path_list, read_flagged  # lazy: each command loads only what it runs
+
+    return True if is_path_list(path) else read_flagged(path)
+
+
+def _flagged(path: str, data) -> list[int]:
+    """``--flagged`` as training indices: read as indices, or, for a list of image paths, the indices of those
+    files in the image folder's sorted file list."""
+    from .inputs import flagged_from_paths, is_path_list, read_flagged  # lazy: each command loads only what it runs
+
+    if not is_path_list(path):
+        return read_flagged(path, n=len(data.labels))
+    if data.files is None:
+        raise ValueError(f"--flagged {path} lists image paths, but --data is not an image folder; expected "
+                         f"training indices (one per line) for this data")
+    return flagged_from_paths(path, data.root, data.files)
 
 
 def _arch(args) -> tuple[str, dict]:
@@ -328,6 +355,8 @@ ARCH_HELP = ("the architecture: a registry name (resnet9 | wrn28x10 | small_cnn 
              "module.path:callable (a class or factory, e.g. mypkg.nets:Net or timm:create_model; the current folder "
              "is searched first), called with num_classes/in_channels from the data only where its signature names "
              "them; default: the model's JSON sidecar")
+IMAGE_SIZE_HELP = ("an image folder's images are resized to SIZE (32, or HxW such as 32x48); default: the first "
+                   "image's size")
 ARCH_KWARGS_HELP = ("keyword arguments of --arch as a YAML mapping, e.g. '{width: 64}' or "
                     "'{model_name: resnet18, num_classes: 10}'; they override num_classes/in_channels")
 
@@ -380,15 +409,21 @@ def build_parser() -> argparse.ArgumentParser:
     fix.add_argument("--arch-kwargs", help=ARCH_KWARGS_HELP)
     fix.add_argument("--data", required=True,
                      help="training data as trained on: a registered dataset (cifar10, fashion-mnist, ...), a "
-                          "'corrective train' run folder, or an .npz file with images [N, C, H, W] and labels")
+                          "'corrective train' run folder, an .npz file with images [N, C, H, W] and labels, or an "
+                          "image folder of class subfolders (classes sorted; index i = the i-th file of the sorted "
+                          "list, written to OUT/files.csv)")
+    fix.add_argument("--image-size", metavar="SIZE", help=IMAGE_SIZE_HELP)
     fix.add_argument("--flagged", required=True, help="the flagged training indices: .txt (one per line), .csv "
-                                                      "(column index, or the first) or .json (a list)")
+                                                      "(column index, or the first) or .json (a list); for an image "
+                                                      "folder also a .txt of image paths (relative to it or "
+                                                      "absolute)")
     fix.add_argument("--method", default="auto", help="a method of 'corrective methods', or auto (default): the "
                                                       "strongest candidates, chosen on validation data")
     fix.add_argument("--hparams", help="YAML mapping of hyperparameters, e.g. '{alpha: 10}'; for auto, per "
                                        "candidate: '{rem: {steps: 300}}'")
-    fix.add_argument("--validation", help="held-out data (.npz with images and labels); default: 5%% of the "
-                                          "unflagged training samples, or a run folder's validation split")
+    fix.add_argument("--validation", help="held-out data (.npz with images and labels, or an image folder with the "
+                                          "training folder's classes); default: 5%% of the unflagged training "
+                                          "samples, or a run folder's validation split")
     fix.add_argument("--clean-reserve", type=float, default=None, metavar="FRACTION",
                      help="the share of the validation data a clean-data defence (ft_clean, nad, anp, i-bau, "
                           "ft_after) trains on; the rest scores it (default: half for those methods, else none)")
@@ -420,7 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     sus.add_argument("--arch", help=ARCH_HELP)
     sus.add_argument("--arch-kwargs", help=ARCH_KWARGS_HELP)
     sus.add_argument("--data", required=True, help="training data as trained on (the forms 'corrective fix' takes)")
-    sus.add_argument("--flagged", required=True, help="the flagged training indices: .txt, .csv or .json")
+    sus.add_argument("--image-size", metavar="SIZE", help=IMAGE_SIZE_HELP)
+    sus.add_argument("--flagged", required=True, help="the flagged training indices: .txt, .csv or .json (or, for "
+                                                      "an image folder, a .txt of image paths)")
     sus.add_argument("--ranking", default="combined", help="a suspects ranking (default: combined); e.g. embedding, "
                                                           "spectral, activation_clustering, scan, strip, outlier")
     sus.add_argument("--params", help="YAML mapping ranking -> parameters, e.g. '{combined: {rankings: [embedding, "

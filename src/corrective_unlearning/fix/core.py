@@ -252,7 +252,7 @@ def _with_validation(data: TrainingData, validation, flagged: torch.Tensor, val_
     where they come from."""
     if validation is not None:
         if isinstance(validation, (str, Path)):  # a file or folder, as the training data may be
-            validation = training_data(validation)
+            validation = training_data(validation, like=data)  # an image folder: the training's classes, size
         images, labels = as_images_labels(validation, "validation")
         if images.shape[1:] != data.images.shape[1:] or images.dtype != data.images.dtype:
             raise ValueError(f"validation images: expected the training images' form {data.images.dtype} "

@@ -17,7 +17,7 @@ from typing import Iterable
 import yaml
 
 WRITTEN_BY = "corrective fix"  # record.json and model.json of a fix say so
-FIX_FILES = ("model.safetensors", "model.json", "record.json", "report.md", "flipped.csv")
+FIX_FILES = ("model.safetensors", "model.json", "record.json", "report.md", "flipped.csv", "files.csv")
 FIX_FIGURES = ("accuracy.png", "per-class.png", "candidates.png")
 TRAIN_FILES = ("config.yaml", "record.json", "model.safetensors", "model.json", "flagged.txt")
 

@@ -8,14 +8,18 @@ below both: neither has to reach into the other to parse what the practitioner h
 
 One module per input: :mod:`.data` (training data in any form, ``.npz`` archives, ``corrective train`` run folders),
 :mod:`.flagged` (flagged indices and files of them), :mod:`.models` (model files and the model check), :mod:`.arch` (registry
-names and the practitioner's own ``module.path:callable``).
+names and the practitioner's own ``module.path:callable``), :mod:`.folders` (image folders of class subfolders and
+flagged files listing image paths).
 """
 from .arch import build_arch, is_user_arch, parse_arch_kwargs, rebuild_note
 from .data import TrainingData, as_images_labels, check_float_scale, from_run, training_data, training_data_from_tensors
+from .folders import (ImageFolder, flagged_from_paths, image_size, is_image_folder, is_path_list, read_image_folder,
+                      write_file_list)
 from .flagged import FLAGGED_COLUMNS, flagged_indices, read_flagged
 from .models import PREFIXES, check_model, check_model_file, load_model, state_dict_mismatch
 
-__all__ = ["FLAGGED_COLUMNS", "PREFIXES", "TrainingData", "as_images_labels", "build_arch", "is_user_arch",
+__all__ = ["FLAGGED_COLUMNS", "ImageFolder", "PREFIXES", "TrainingData", "flagged_from_paths", "image_size",
+           "is_image_folder", "is_path_list", "read_image_folder", "write_file_list", "as_images_labels", "build_arch", "is_user_arch",
            "parse_arch_kwargs", "rebuild_note", "check_float_scale", "check_model",
            "check_model_file", "flagged_indices", "from_run", "load_model", "read_flagged", "state_dict_mismatch",
            "training_data", "training_data_from_tensors"]

@@ -1,8 +1,9 @@
 """Training data in any of the practitioner's forms: a registered dataset name, a ``corrective train`` run folder,
-an ``.npz`` archive, a pair (images, labels) or a torch Dataset, each checked at the boundary into
+an ``.npz`` archive, an image folder of class subfolders (:mod:`.folders`), a pair (images, labels) or a torch Dataset, each checked at the boundary into
 :class:`TrainingData`."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import zipfile
 import zlib
@@ -18,6 +19,7 @@ from ..data import SOURCES, load_dataset
 from ..data.base import channel_stats
 from ..runtime import Runtime
 from ..training import ImageBank, Recipe
+from .folders import is_image_folder, read_image_folder
 
 
 @dataclass
@@ -41,9 +43,14 @@ class TrainingData:
     true_labels: torch.Tensor | None = None
     setting: Any = None  # experiment.Setting of a benchmark run: its test-set metrics
     description: str = "tensors"
+    classes: tuple[str, ...] | None = None  # an image folder's class names, in label order (sorted)
+    files: list[str] | None = None  # an image folder's files (relative to ``root``): index i is files[i]
+    root: str | None = None  # the image folder
 
     @property
     def num_classes(self) -> int:
+        if self.classes is not None:  # an image folder: every class folder counts, even one left empty
+            return len(self.classes)
         return int(self.labels.max()) + 1 if len(self.labels) else 0
 
     def bank(self, runtime: Runtime) -> ImageBank:
@@ -149,13 +156,19 @@ def _check_labels(labels: torch.Tensor, n: int, what: str) -> torch.Tensor:
 
 
 def training_data(data, *, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                  data_dir: str | None = None, download: bool = False, runtime: Runtime | None = None
-                  ) -> TrainingData:
+                  data_dir: str | None = None, download: bool = False, runtime: Runtime | None = None,
+                  image_size=None, like: TrainingData | None = None) -> TrainingData:
     """:class:`TrainingData` from a registered dataset name, a benchmark run folder (``corrective train``'s
-    output), an ``.npz`` file with ``images`` and ``labels``, a pair (images, labels) or a torch Dataset."""
+    output), an ``.npz`` file with ``images`` and ``labels``, an image folder of class subfolders (resized to
+    ``image_size``, else the first image's size), a pair (images, labels) or a torch Dataset.
+
+    ``like``: the training data a validation set belongs to; an image folder is then read with its classes, size,
+    channels and normalisation."""
     if isinstance(data, TrainingData):
         return data
     if isinstance(data, (str, Path)):
+        if is_image_folder(data):
+            return _folder_data(Path(data), mean, std, image_size, like)
         return _named_data(str(data), data_dir, download, runtime)
     images, labels = as_images_labels(data)
     return training_data_from_tensors(images, labels, mean, std)
@@ -179,6 +192,18 @@ def training_data_from_tensors(images: torch.Tensor, labels: torch.Tensor, mean=
                         train_idx=torch.arange(len(labels)), description=description)
 
 
+def _folder_data(root: Path, mean, std, size, like: TrainingData | None) -> TrainingData:
+    if like is not None:
+        size = tuple(like.images.shape[2:]) if size is None else size
+        mean, std = (like.mean, like.std) if mean is None or std is None else (mean, std)
+    folder = read_image_folder(root, size, classes=like.classes if like is not None else None,
+                               channels=int(like.images.shape[1]) if like is not None else None)
+    data = training_data_from_tensors(folder.images, folder.labels, mean, std,
+                                      description=f"image folder {root} ({len(folder.files)} images, "
+                                                  f"{len(folder.classes)} classes)", what=str(root))
+    return dataclasses.replace(data, classes=folder.classes, files=folder.files, root=str(root))
+
+
 def _named_data(spec: str, data_dir, download, runtime) -> TrainingData:
     path = Path(spec)
     if path.is_dir() and (path / "record.json").exists():
@@ -189,8 +214,8 @@ def _named_data(spec: str, data_dir, download, runtime) -> TrainingData:
         return training_data_from_tensors(images, labels, description=str(path), what=str(path))
     if spec not in SOURCES.names():
         raise ValueError(f"data {spec!r}: expected a registered dataset ({', '.join(SOURCES.names())}), a "
-                         f"'corrective train' run folder (holding record.json) or an .npz file with images and "
-                         f"labels")
+                         f"'corrective train' run folder (holding record.json), an image folder of class "
+                         f"subfolders or an .npz file with images and labels")
     options = {"download": download} | ({"data_dir": data_dir} if data_dir else {})
     dataset = load_dataset(spec, **options)
     return training_data_from_tensors(dataset.train_images, dataset.train_labels, dataset.mean, dataset.std,
