@@ -157,3 +157,27 @@ def test_correct_takes_image_folders(tmp_path):
     result = correct(create_model("small_cnn", 3, 3), str(tmp_path / "train"), [1, 9, 17], method="cf",
                      hparams={"steps": 2}, validation=str(tmp_path / "val"), device="cpu")
     assert result.report.num_classes == 3
+
+
+def test_suspects_reads_an_image_folder_and_writes_its_file_list(tmp_path, capsys):
+    _write_folder(tmp_path / "train", per_class=8)
+    (tmp_path / "flagged.txt").write_text("dog/img02.png\nowl/img05.png\n")
+    out = tmp_path / "sus"
+    assert main(["suspects", "--model", str(_model(tmp_path)), "--arch", "small_cnn", "--data",
+                 str(tmp_path / "train"), "--image-size", "8", "--flagged", str(tmp_path / "flagged.txt"), "--k", "3",
+                 "--out", str(out), "--device", "cpu"]) == 0, capsys.readouterr().err
+    with open(out / "files.csv") as f:
+        assert [r["path"] for r in csv.DictReader(f)] == read_image_folder(tmp_path / "train").files
+
+
+def test_image_size_needs_an_image_folder_and_a_dataset_name_wins_over_a_folder(tmp_path, capsys, monkeypatch):
+    np.savez(tmp_path / "data.npz", images=np.zeros((12, 3, 8, 8), np.uint8), labels=np.arange(12) % 3)
+    (tmp_path / "flagged.txt").write_text("1\n")
+    assert main(["fix", "--model", str(_model(tmp_path)), "--arch", "small_cnn", "--data", str(tmp_path / "data.npz"),
+                 "--image-size", "16", "--flagged", str(tmp_path / "flagged.txt"), "--out", str(tmp_path / "o"),
+                 "--quiet", "--device", "cpu"]) == 2
+    assert "--image-size 16: expected --data to be an image folder" in capsys.readouterr().err
+    _write_folder(tmp_path / "synthetic", per_class=2)
+    monkeypatch.chdir(tmp_path)
+    assert training_data("synthetic").files is None  # the registered dataset
+    assert training_data("./synthetic").classes == CLASSES  # the folder

@@ -143,6 +143,7 @@ def cmd_fix(args) -> int:
     stages = progress_bar(4, "read the data", enabled=not args.quiet, leave=False)
     data = fix.training_data(args.data, data_dir=args.data_dir, download=args.download, runtime=runtime,
                              image_size=args.image_size)
+    _check_image_size(args.image_size, data)
     flagged = _flagged(args.flagged, data)
     validation = fix.training_data(args.validation, like=data) if args.validation else None
     _advance(stages, "load the model")
@@ -177,8 +178,8 @@ def cmd_suspects(args) -> int:
     """Rank the unflagged training samples by resemblance to the flagged ones (corrective_unlearning.suspects)."""
     import torch  # lazy: each command loads only what it runs
 
-    from .inputs import (check_model_file, load_model, read_flagged,  # lazy: each command loads only what it runs
-                         training_data)
+    from .inputs import (check_model_file, load_model, training_data,  # lazy: each command loads only what it runs
+                         write_file_list)
     from .runtime import Runtime  # lazy: each command loads only what it runs
     from .suspects import rank_suspects, ranking_names  # lazy: each command loads only what it runs
     from .suspects.command import check_out, write  # lazy: each command loads only what it runs
@@ -200,6 +201,7 @@ def cmd_suspects(args) -> int:
                                   channels_last=False)
     data = training_data(args.data, data_dir=args.data_dir, download=args.download, runtime=runtime,
                          image_size=args.image_size)
+    _check_image_size(args.image_size, data)
     flagged = _flagged(args.flagged, data)
     with warnings.catch_warnings(record=True) as notes:
         warnings.simplefilter("always")
@@ -218,6 +220,8 @@ def cmd_suspects(args) -> int:
         manipulated = (data.true_labels != data.labels).nonzero().flatten()
     report = write(found, out, None if k == "all" else k, auto,
                    {"model": str(args.model), "arch": arch, "data": data.description}, manipulated)
+    if data.files is not None:  # an image folder: the list the indices refer to
+        write_file_list(out / "files.csv", data.files, data.labels.tolist(), data.classes)
     chosen = auto["k"] if auto is not None else (found.candidates if k == "all" else min(k, found.candidates))
     print(f"{chosen} suspects selected of {found.candidates} candidates ({args.ranking}); "
           + (f"k auto: {auto['reason']}; " if auto is not None else "") + f"report: {report}")
@@ -247,6 +251,12 @@ def _hparams(text: str | None) -> dict | None:
 def _advance(bar, next_stage: str) -> None:
     bar.update(1)
     bar.set_description(next_stage)
+
+
+def _check_image_size(size, data) -> None:
+    if size is not None and data.files is None:
+        raise ValueError(f"--image-size {size}: expected --data to be an image folder (class subfolders); it is "
+                         f"{data.description}, whose images keep their size")
 
 
 def _flagged_form(path: str) -> list | bool:

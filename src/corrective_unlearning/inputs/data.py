@@ -167,7 +167,7 @@ def training_data(data, *, mean: Sequence[float] | None = None, std: Sequence[fl
     if isinstance(data, TrainingData):
         return data
     if isinstance(data, (str, Path)):
-        if is_image_folder(data):
+        if is_image_folder(data) and not _registered_name(str(data)):
             return _folder_data(Path(data), mean, std, image_size, like)
         return _named_data(str(data), data_dir, download, runtime)
     images, labels = as_images_labels(data)
@@ -190,6 +190,12 @@ def training_data_from_tensors(images: torch.Tensor, labels: torch.Tensor, mean=
             raise ValueError(f"{name}: expected one value per channel ({images.shape[1]}), got {len(stats)}")
     return TrainingData(images=images, labels=labels, mean=tuple(mean), std=tuple(std),
                         train_idx=torch.arange(len(labels)), description=description)
+
+
+def _registered_name(spec: str) -> bool:
+    """A registered dataset's bare name (``cifar10``) means the dataset even when a folder of that name is in the
+    current folder; ``./cifar10`` names the folder."""
+    return spec in SOURCES.names() and "/" not in spec and "\\" not in spec
 
 
 def _folder_data(root: Path, mean, std, size, like: TrainingData | None) -> TrainingData:

@@ -18,7 +18,8 @@ import numpy as np
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-OWN = ("suspects.csv", "report.md", "suspects.json", "figures/suspects-histogram.png")
+OWN = ("suspects.csv", "report.md", "suspects.json", "figures/suspects-histogram.png",
+       "files.csv")  # files.csv: an image folder's file list, the order of the indices
 
 
 def check_out(out: str | Path, force: bool, inputs: dict | None = None) -> Path:
