@@ -382,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="build the manipulated training set, train (or load) the original model, "
                                          "evaluate it", epilog=EPILOG)
     train.add_argument("--config", help="YAML config file")
-    train.add_argument("--dataset", help="cifar10 | cifar100 | fashion-mnist | synthetic | tensors")
+    train.add_argument("--dataset", help="cifar10 | cifar100 | fashion-mnist | svhn | synthetic | tensors")
     train.add_argument("--data-dir", help="directory holding the dataset files")
     train.add_argument("--data-path", help="explicit path of the dataset file or folder")
     train.add_argument("--download", action="store_true", help="download missing dataset files into the data dir")

@@ -60,8 +60,9 @@ def read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 @SOURCES.register("svhn")
 def load_svhn(data_dir=None, path=None, download: bool = False) -> ImageDataset:
-    """SVHN: ``svhn/train_32x32.mat`` and ``svhn/test_32x32.mat`` (or the files directly) in a data directory;
-    ``path`` may name the folder holding both."""
+    """SVHN: ``svhn/train_32x32.mat`` and ``test_32x32.mat`` in a data directory (scipy reads them).
+
+    The two files may also lie directly in the data directory; ``path`` may name the folder holding both."""
     found = {split: _locate(name, md5, data_dir, Path(path) / name if path else None, download)
              for split, (name, md5) in FILES.items()}
     x_train, y_train = read_svhn_mat(found["train"])
