@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from corrective_unlearning.data import SOURCES, load_dataset
-from corrective_unlearning.models import MODELS, create_model, split_last_k
+from corrective_unlearning.models import MODELS, create_model, fold_batchnorm, split_last_k
 
 NAMES = ["resnet18", "preact_resnet18"]
 # Every registered image source's (channels, size, classes), built from shapes: no data files are read.
@@ -56,3 +56,21 @@ def test_last_k_numbering_is_the_documented_one(name):
     valid = sorted({2 * j + 1 for j in range(9)} | {18})
     with pytest.raises(ValueError, match=rf"one of {valid}; got 4".replace("[", r"\[").replace("]", r"\]")):
         split_last_k(model, 4)
+
+
+@pytest.mark.parametrize("name, folds", [("resnet18", 4), ("preact_resnet18", 0)])
+def test_fold_batchnorm_keeps_the_function(name, folds):
+    """Frozen teachers fold Conv -> BN pairs held in a Sequential (ResNet-18's stem and its three projection
+    shortcuts; PreAct-ResNet18 has none): eval outputs are unchanged."""
+    torch.manual_seed(0)
+    model = create_model(name, 10)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5), module.running_var.uniform_(0.5, 2.0)
+            torch.nn.init.uniform_(module.weight, 0.5, 1.5), torch.nn.init.uniform_(module.bias, -0.2, 0.2)
+    folded = fold_batchnorm(model)
+    count = lambda m: sum(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())  # noqa: E731
+    assert count(model) - count(folded) == folds
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), model.eval()(x), atol=1e-4, rtol=1e-4)
