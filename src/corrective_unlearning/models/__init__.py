@@ -58,7 +58,7 @@ def split_last_k(model: nn.Module, k: int | str) -> tuple[list[nn.Module], list[
                      f"one of {sorted(set(valid) - {0})}; got {k!r}")
 
 
-from . import resnet9, small_cnn, wideresnet  # noqa: E402,F401  (registration)
+from . import preact_resnet18, resnet18, resnet9, small_cnn, wideresnet  # noqa: E402,F401  (registration)
 from .folding import fold_batchnorm  # noqa: E402
 
 __all__ = ["MODELS", "blocks", "create_model", "fold_batchnorm", "layer_units", "split_last_k", "weight_layers"]
