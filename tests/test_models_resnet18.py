@@ -10,7 +10,8 @@ from corrective_unlearning.models import MODELS, create_model, fold_batchnorm, s
 
 NAMES = ["resnet18", "preact_resnet18"]
 # Every registered image source's (channels, size, classes), built from shapes: no data files are read.
-SHAPES = {"synthetic": (3, 16, 4), "fashion-mnist": (1, 28, 10), "cifar10": (3, 32, 10), "cifar100": (3, 32, 100)}
+SHAPES = {"synthetic": (3, 16, 4), "fashion-mnist": (1, 28, 10), "cifar10": (3, 32, 10), "cifar100": (3, 32, 100),
+          "svhn": (3, 32, 10)}
 SHAPELESS = {"tensors"}  # arrays the user supplies: any shape
 
 
