@@ -14,12 +14,12 @@ Capacity-restricted training (a recipe's ``spare_capacity``) trains :func:`restr
 capacity off; :func:`trained_spare` gives REM that wide network back from the deployed, narrowed one.
 
 Supported: models built from ``conv_bn`` blocks and ``Residual`` (``resnet9``, ``small_cnn``), in
-:mod:`.sequential_cnn`; WideResNet-28x10 (``wrn28x10``), in :mod:`.wideresnet`. A user block takes part by implementing
-:class:`SpareCapable`; anything else raises :class:`UnsupportedModelError` naming the block.
+:mod:`.sequential_cnn`; WideResNet-28x10 (``wrn28x10``), in :mod:`.wideresnet`; the ViT (``vit_small``: spare
+hidden units in every MLP block), in :mod:`.vit`. A user block takes part by implementing :class:`SpareCapable`; anything else raises :class:`UnsupportedModelError` naming the block.
 """
 from __future__ import annotations
 
-from . import sequential_cnn, wideresnet  # noqa: F401  (registers handlers)
+from . import sequential_cnn, vit, wideresnet  # noqa: F401  (registers handlers)
 from .core import (WIDEN_PARAMS, SpareCapable, UnsupportedModelError, WideModel, WidenContext, narrow, widen, widen_bn,
                    widen_conv, widen_linear)
 from .masks import MaskState, SpareMask, spare_bits
