@@ -2,6 +2,8 @@
 blocks (same function with spare units off, narrow back, per-example masks), REM end to end."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -10,7 +12,7 @@ from corrective_unlearning.data import SOURCES
 from corrective_unlearning.experiment import build_setting
 from corrective_unlearning.methods import METHODS
 from corrective_unlearning.models import create_model, split_last_k
-from corrective_unlearning.runner import deletion_set, make_task
+from corrective_unlearning.runner import deletion_set, expand_cells, load_grid_config, make_task
 from corrective_unlearning.training import default_recipe
 from helpers import RECIPE
 
@@ -114,3 +116,11 @@ def test_rem_runs_end_to_end_on_a_tiny_vit(synthetic, runtime):
                          image_size=setting.dataset.image_size, **TINY)
     fresh.load_state_dict(result.model.state_dict(), strict=True)
     assert result.notes["steps"] == 4 and result.notes["rounds"] >= 1
+
+
+@pytest.mark.parametrize("name", ["cifar10-vit", "fashion-mnist-vit"])
+def test_vit_configs_load_and_expand(name):
+    config = load_grid_config(str(Path(__file__).resolve().parents[1] / "configs" / "rem" / f"{name}.yaml"), [])
+    recipe = config.resolved_recipe()
+    assert recipe.optimizer == "adam" and config.model_name.startswith("vit_")
+    assert expand_cells(config)
