@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..models.vit_small import ViT
-from .core import WidenContext, register, widen_linear
+from .core import UnsupportedModelError, WidenContext, register, widen_linear
 from .masks import SpareMask
 
 
@@ -48,7 +48,7 @@ class TokenSpareMask(SpareMask):
 @register(ViT)
 def _vit(model: ViT, extra_in: int, ctx: WidenContext):
     if extra_in:  # the ViT is a whole model: nothing feeds it spare channels
-        raise ValueError(f"capacity.widen: {ctx.where()}: a ViT receives no spare inputs, got {extra_in}")
+        raise UnsupportedModelError(f"capacity.widen: {ctx.where()}: a ViT receives no spare inputs, got {extra_in}")
     for name, block in model.named_children():
         ff = getattr(block, "ff", None)
         if ff is None:
