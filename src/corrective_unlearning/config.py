@@ -92,7 +92,7 @@ class RunConfig:
         """The dataset's default recipe A with the ``recipe`` overrides, each checked against Recipe's fields."""
         self.check_recipe()
         try:
-            return default_recipe(self.dataset.name).replace(**self.recipe)
+            return default_recipe(self.dataset.name, self.model_name).replace(**self.recipe)
         except (TypeError, ValueError) as error:
             raise ConfigError(str(error)) from None
 

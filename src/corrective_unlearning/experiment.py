@@ -115,7 +115,8 @@ def clean_surrogate(dataset: ImageDataset, seed: int, runtime: Runtime, val_size
 def new_model(setting: Setting, model_name: str, seed: int, runtime: Runtime) -> nn.Module:
     """A freshly initialised model; the initialisation is seeded."""
     torch.manual_seed(seed)
-    model = create_model(model_name, setting.dataset.num_classes, setting.dataset.in_channels)
+    model = create_model(model_name, setting.dataset.num_classes, setting.dataset.in_channels,
+                         image_size=setting.dataset.image_size)
     return runtime.prepare(model)
 
 

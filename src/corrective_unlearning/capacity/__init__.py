@@ -14,13 +14,14 @@ Capacity-restricted training (a recipe's ``spare_capacity``) trains :func:`restr
 capacity off; :func:`trained_spare` gives REM that wide network back from the deployed, narrowed one.
 
 Supported: models built from ``conv_bn`` blocks and ``Residual`` (``resnet9``, ``small_cnn``), in
-:mod:`.sequential_cnn`; WideResNet-28x10 (``wrn28x10``), in :mod:`.wideresnet`; ResNet-18 and PreAct-ResNet18 (``resnet18``,
-``preact_resnet18``: every basic block's inner channels), in :mod:`.resnet18`. A user block takes part by implementing
+:mod:`.sequential_cnn`; WideResNet-28x10 (``wrn28x10``), in :mod:`.wideresnet`; ResNet-18 and PreAct-ResNet18
+(``resnet18``, ``preact_resnet18``: every basic block's inner channels), in :mod:`.resnet18`; the ViT (``vit_small``,
+``vit_tiny``: spare hidden units in every MLP block), in :mod:`.vit`. A user block takes part by implementing
 :class:`SpareCapable`; anything else raises :class:`UnsupportedModelError` naming the block.
 """
 from __future__ import annotations
 
-from . import resnet18, sequential_cnn, wideresnet  # noqa: F401  (registers handlers)
+from . import resnet18, sequential_cnn, vit, wideresnet  # noqa: F401  (registers handlers)
 from .core import (WIDEN_PARAMS, SpareCapable, UnsupportedModelError, WideModel, WidenContext, narrow, widen, widen_bn,
                    widen_conv, widen_linear)
 from .masks import MaskState, SpareMask, spare_bits

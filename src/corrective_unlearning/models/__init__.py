@@ -6,6 +6,7 @@ Adding a model is one file here with a factory decorated by ``@MODELS.register("
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 from torch import nn
@@ -15,10 +16,16 @@ from ..registry import Registry
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 
-def create_model(name: str, num_classes: int, in_channels: int = 3, **kwargs) -> nn.Module:
+def create_model(name: str, num_classes: int, in_channels: int = 3, image_size: int | None = None,
+                 **kwargs) -> nn.Module:
+    """The registered model ``name``. ``image_size`` (the data's side in pixels) reaches only factories that take
+    an ``image_size`` parameter (``vit_small``: its position embedding); the others ignore it."""
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    return MODELS.get(name)(num_classes=num_classes, in_channels=in_channels, **kwargs)
+    factory = MODELS.get(name)
+    if image_size is not None and "image_size" in inspect.signature(factory).parameters:
+        kwargs.setdefault("image_size", image_size)
+    return factory(num_classes=num_classes, in_channels=in_channels, **kwargs)
 
 
 def blocks(model: nn.Module) -> list[nn.Module]:
@@ -58,7 +65,7 @@ def split_last_k(model: nn.Module, k: int | str) -> tuple[list[nn.Module], list[
                      f"one of {sorted(set(valid) - {0})}; got {k!r}")
 
 
-from . import preact_resnet18, resnet18, resnet9, small_cnn, wideresnet  # noqa: E402,F401  (registration)
+from . import preact_resnet18, resnet18, resnet9, small_cnn, vit_small, wideresnet  # noqa: E402,F401  (registration)
 from .folding import fold_batchnorm  # noqa: E402
 
 __all__ = ["MODELS", "blocks", "create_model", "fold_batchnorm", "layer_units", "split_last_k", "weight_layers"]
