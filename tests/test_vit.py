@@ -6,15 +6,22 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import RECIPE
+from safetensors.torch import save_file
 
 from corrective_unlearning.capacity import narrow, widen
 from corrective_unlearning.data import SOURCES
 from corrective_unlearning.experiment import build_setting
+from corrective_unlearning.inputs import load_model
 from corrective_unlearning.methods import METHODS
 from corrective_unlearning.models import create_model, split_last_k
-from corrective_unlearning.runner import deletion_set, expand_cells, load_grid_config, make_task
+from corrective_unlearning.runner import (
+    deletion_set,
+    expand_cells,
+    load_grid_config,
+    make_task,
+)
 from corrective_unlearning.training import default_recipe
-from helpers import RECIPE
 
 TINY = {"dim": 32, "depth": 2, "heads": 2, "head_dim": 8, "mlp_dim": 48}
 SHAPES = {"synthetic": (3, 16), "fashion-mnist": (1, 28), "cifar10": (3, 32), "cifar100": (3, 32), "svhn": (3, 32)}
@@ -124,3 +131,14 @@ def test_vit_configs_load_and_expand(name):
     recipe = config.resolved_recipe()
     assert recipe.optimizer == "adam" and config.model_name.startswith("vit_")
     assert expand_cells(config)
+
+
+def test_the_command_line_builds_the_vit_for_the_data_s_image_size(tmp_path):
+    """``--arch vit_small`` on 28-pixel data loads weights of a 28-pixel ViT (patch 7): the loader passes the data's
+    side on, so the position embedding's shape matches."""
+    tiny = {"dim": 32, "depth": 1, "heads": 2, "head_dim": 16, "mlp_dim": 48}
+    model = create_model("vit_small", 10, 1, image_size=28, **tiny)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "m.safetensors"))
+    loaded = load_model(tmp_path / "m.safetensors", "vit_small", 10, 1, tiny, image_size=28)
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.equal(loaded.eval()(x), model.eval()(x))

@@ -149,7 +149,8 @@ def cmd_fix(args) -> int:
     _advance(stages, "load the model")
     with warnings.catch_warnings(record=True) as notes:
         warnings.simplefilter("always")
-        model = fix.load_model(args.model, arch, data.num_classes, data.images.shape[1], arch_kwargs)
+        model = fix.load_model(args.model, arch, data.num_classes, data.images.shape[1], arch_kwargs,
+                               image_size=data.images.shape[-1])
     for note in notes:
         print(f"note: {note.message}", file=sys.stderr)
     _advance(stages, "correct")
@@ -205,7 +206,8 @@ def cmd_suspects(args) -> int:
     flagged = _flagged(args.flagged, data)
     with warnings.catch_warnings(record=True) as notes:
         warnings.simplefilter("always")
-        model = load_model(args.model, arch, data.num_classes, data.images.shape[1], arch_kwargs)
+        model = load_model(args.model, arch, data.num_classes, data.images.shape[1], arch_kwargs,
+                           image_size=data.images.shape[-1])
     for note in notes:
         print(f"note: {note.message}", file=sys.stderr)
     model = runtime.prepare(model).eval()

@@ -88,10 +88,13 @@ def call_arguments(target: Any, num_classes: int, in_channels: int, kwargs: dict
     return {k: v for k, v in data.items() if k in named} | dict(kwargs or {})
 
 
-def build_arch(arch: str, num_classes: int, in_channels: int, kwargs: dict | None = None) -> nn.Module:
-    """A fresh model: ``create_model(arch, ...)`` for a registry name, else the user's callable (module docstring)."""
+def build_arch(arch: str, num_classes: int, in_channels: int, kwargs: dict | None = None,
+               image_size: int | None = None) -> nn.Module:
+    """A fresh model: ``create_model(arch, ...)`` for a registry name (``image_size``, the data's side, reaches the
+    models whose shapes depend on it, e.g. the ViT's position embedding), else the user's callable (module
+    docstring)."""
     if not is_user_arch(arch):
-        return create_model(arch, num_classes, in_channels, **dict(kwargs or {}))
+        return create_model(arch, num_classes, in_channels, image_size, **dict(kwargs or {}))
     target = resolve_callable(arch)
     arguments = call_arguments(target, num_classes, in_channels, kwargs)
     try:

@@ -46,7 +46,7 @@ def check_model(model: nn.Module, bank: ImageBank, num_classes: int) -> int:
 
 
 def load_model(path: str | Path, arch: str, num_classes: int, in_channels: int,
-               arch_kwargs: dict | None = None) -> nn.Module:
+               arch_kwargs: dict | None = None, image_size: int | None = None) -> nn.Module:
     """A model built by ``arch`` (a registry name, or ``module.path:callable`` called with ``arch_kwargs`` as
     :func:`.arch.build_arch` says) with the weights of ``path``: safetensors, or a PyTorch checkpoint read with
     ``weights_only=True`` (a state dict, or a dict holding one under ``state_dict`` or ``model``). The weights must
@@ -75,7 +75,7 @@ def load_model(path: str | Path, arch: str, num_classes: int, in_channels: int,
             state = next((state[k] for k in ("state_dict", "model") if isinstance(state.get(k), dict)), state)
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise ValueError(f"{path}: expected a state dict (names -> tensors), got {type(state).__name__}")
-    model = build_arch(arch, num_classes, in_channels, arch_kwargs)
+    model = build_arch(arch, num_classes, in_channels, arch_kwargs, image_size)
     expected = model.state_dict()
     state, stripped = _strip_wrapper_prefix(state, expected)
     built = f"{arch} with arguments {arch_kwargs}" if arch_kwargs else arch
