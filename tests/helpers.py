@@ -29,3 +29,16 @@ def deletion_task(poisoned: tuple, rate: float, runtime: Runtime) -> Task:
     its original."""
     setting, original, _ = poisoned
     return make_task(setting, original, deletion_set(setting, rate), RECIPE, runtime)
+
+
+def trained_like(model: nn.Module) -> nn.Module:
+    """``model`` in eval mode with non-trivial batch-norm statistics and affine parameters, as after training (drawn
+    from the global RNG: seed it first)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.2)
+    return model.eval()

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import trained_like
 from torch import nn
 
-from corrective_unlearning.capacity import (SpareMask, UnsupportedModelError, narrow, spare_bits, widen,
-                                            widen_conv)
+from corrective_unlearning.capacity import (
+    SpareMask,
+    UnsupportedModelError,
+    narrow,
+    spare_bits,
+    widen,
+    widen_conv,
+)
 from corrective_unlearning.models import create_model
 from corrective_unlearning.models.resnet9 import Residual, conv_bn
 
@@ -20,14 +27,7 @@ def _trained_like(name: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     in_ch, _ = CASES[name]
     model = create_model(name, 10, in_channels=in_ch, **KWARGS.get(name, {}))
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.3)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.2)
-    return model.eval()
+    return trained_like(model)
 
 
 def _x(name: str, n: int = 4) -> torch.Tensor:

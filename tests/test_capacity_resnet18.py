@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import trained_like
 from torch import nn
 
 from corrective_unlearning.capacity import SpareMask, narrow, widen
+from corrective_unlearning.experiment import train_original
 from corrective_unlearning.methods import METHODS
 from corrective_unlearning.models import create_model
 from corrective_unlearning.runner import deletion_set, make_task
-from corrective_unlearning.experiment import train_original
 from corrective_unlearning.training import Recipe
 
 NAMES = ["resnet18", "preact_resnet18"]
@@ -22,14 +23,7 @@ def _trained_like(name: str, seed: int = 0) -> nn.Module:
     """Non-trivial batch-norm statistics and affine parameters, as after training."""
     torch.manual_seed(seed)
     model = create_model(name, 10)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.3)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.2)
-    return model.eval()
+    return trained_like(model)
 
 
 def _x(n: int = 4) -> torch.Tensor:
