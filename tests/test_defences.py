@@ -16,7 +16,8 @@ from corrective_unlearning.methods import METHODS
 from corrective_unlearning.methods.anp import mask_model, set_perturbed
 from corrective_unlearning.methods.i_bau import hypergradient, inner_step
 from corrective_unlearning.methods.nad import attention_loss, attention_map
-from corrective_unlearning.reserve import needs_flagged, split_validation
+from corrective_unlearning.methods import needs_flagged
+from corrective_unlearning.reserve import split_validation
 from corrective_unlearning.runner import deletion_set, expand_cells, load_grid_config, make_task
 from corrective_unlearning.training import Recipe
 

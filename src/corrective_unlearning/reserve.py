@@ -13,9 +13,9 @@ no reserve, otherwise, so grids without defences keep their records). A method t
 the reserve (:func:`reserve_samples`: the first k of a seeded permutation, so a smaller request is a subset of a
 larger one) and notes how many it consumed as ``clean_samples`` in its notes (the record's ``clean_samples``).
 
-Methods that train on the reserve, and whether they need flagged samples, are declared here
-(:func:`uses_reserve`), beside the registry, so a method that needs no flagged sample can run on an empty S_f
-(the grid's 0% discovery column, rate 0).
+Methods that train on the reserve, and whether they need flagged samples, say so on their registry entry
+(``@method(..., reads_reserve=True, needs_flagged=False)``), so a method that needs no flagged sample can run on an
+empty S_f (the grid's 0% discovery column, rate 0).
 """
 from __future__ import annotations
 
@@ -27,29 +27,6 @@ from .checks import Param
 DEFAULT_FRACTION = 0.5
 # how a defence declares the share of the reserve it takes (a hyperparameter of its ``params``)
 CLEAN_SAMPLES = Param(int, None, low=1, nullable=True, doc="samples of the reserve; null: all of it")
-
-# method name -> {"flagged": does it read S_f?}; filled by :func:`uses_reserve`
-RESERVE_METHODS: dict[str, dict] = {}
-
-
-def uses_reserve(name: str, flagged: bool = False):
-    """Declare that method ``name`` trains on the clean reserve; ``flagged=False``: it reads no flagged sample,
-    so it also runs with S_f empty (0% discovery). Stack it on the method's function (either order)."""
-    def decorator(fn):
-        RESERVE_METHODS[name] = {"flagged": bool(flagged)}
-        return fn
-
-    return decorator
-
-
-def reads_reserve(name: str) -> bool:
-    return name in RESERVE_METHODS
-
-
-def needs_flagged(name: str) -> bool:
-    """Whether method ``name`` needs a non-empty S_f (every method except declared defences)."""
-    return RESERVE_METHODS.get(name, {"flagged": True})["flagged"]
-
 
 def check_fraction(fraction, where: str = "clean_reserve") -> float:
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= float(fraction) < 1:

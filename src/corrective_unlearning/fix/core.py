@@ -17,8 +17,8 @@ from ..data import stratified_split
 from ..evaluation import defense_effectiveness, evaluate, predict
 from ..experiment import TaskData, make_task
 from ..inputs import TrainingData, as_images_labels, check_float_scale, check_model, flagged_indices, training_data
-from ..methods import METHODS
-from ..reserve import DEFAULT_FRACTION, needs_flagged, reads_reserve, split_validation
+from ..methods import METHODS, needs_flagged, reads_reserve
+from ..reserve import DEFAULT_FRACTION, split_validation
 from ..runtime import Runtime, Stopwatch
 from ..selection import DEFAULT_MAX_VAL_DROP
 from ..suspects import rank_suspects

@@ -1,6 +1,6 @@
-"""Training data in any of the practitioner's forms: a registered dataset name, a ``corrective train`` run folder,
-an ``.npz`` archive, an image folder of class subfolders (:mod:`.folders`), a pair (images, labels) or a torch Dataset, each checked at the boundary into
-:class:`TrainingData`."""
+"""Training data in any of the practitioner's forms: a registered dataset name, a ``corrective train`` run folder, an
+``.npz`` archive, an image folder of class subfolders (:mod:`.folders`), a pair (images, labels) or a torch Dataset,
+each checked at the boundary into :class:`TrainingData`."""
 from __future__ import annotations
 
 import dataclasses

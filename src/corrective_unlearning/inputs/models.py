@@ -1,5 +1,6 @@
 """The practitioner's model: a file (safetensors or a weights-only PyTorch checkpoint) loaded into a registry
-architecture or the practitioner's own (``module.path:callable``, :mod:`.arch`), and a model checked to be finite and to map the training images to one score per class."""
+architecture or the practitioner's own (``module.path:callable``, :mod:`.arch`), and a model checked to be finite
+and to map the training images to one score per class."""
 from __future__ import annotations
 
 import warnings

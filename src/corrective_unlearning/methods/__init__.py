@@ -17,7 +17,6 @@ from typing import Any, Callable
 
 from ..checks import ConfigError, Param, check_values, declare, defaults_of
 from ..registry import Registry
-from ..reserve import needs_flagged
 from ..training.recipe import Recipe
 from .task import SharedWork, Task, Unlearned
 
@@ -44,6 +43,8 @@ class Method:
     summary: str
     style: tuple[str, str] | None = None  # (color, marker) of its curves in the report's figures
     auto: AutoCandidate | None = None  # whether, and how, method="auto" runs it
+    reads_reserve: bool = False  # it trains on the task's clean reserve (a clean-data defence)
+    needs_flagged: bool = True  # False: it reads no flagged sample, so it also runs with S_f empty (0% discovery)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", {name: declare(name, d, RECIPE_TYPES) for name, d in self.params.items()})
@@ -61,9 +62,9 @@ class Method:
 
     def __call__(self, task: Task, hparams: dict | None = None) -> Unlearned:
         """Run the method on ``task``; the result carries the shared work this run paid for or reused. An empty
-        S_f (the 0% discovery column) is refused unless the method needs no flagged sample (:mod:`..reserve`)."""
+        S_f (the 0% discovery column) is refused unless the method needs no flagged sample."""
         hp = self.resolve(hparams)
-        if len(task.forget_idx) == 0 and needs_flagged(self.name):
+        if len(task.forget_idx) == 0 and self.needs_flagged:
             raise ValueError(f"method {self.name}: the deletion set S_f is empty (0% discovery), and this method "
                              f"unlearns flagged samples; only methods that need none (clean-data defences such as "
                              f"ft_clean, nad, anp, i-bau) run without them")
@@ -76,13 +77,24 @@ METHODS: Registry[Method] = Registry("method")
 
 
 def method(name: str, params: dict, grid: dict | None = None, style: tuple[str, str] | None = None,
-           auto: AutoCandidate | None = None):
+           auto: AutoCandidate | None = None, reads_reserve: bool = False, needs_flagged: bool = True):
     """Register ``fn(task, hp) -> Unlearned`` as method ``name`` (see :class:`Method` for the other arguments)."""
     def decorator(fn: Callable[[Task, dict], Unlearned]) -> Callable[[Task, dict], Unlearned]:
-        METHODS.register(name)(Method(name, fn, dict(params), dict(grid or {}), summary_of(fn), style, auto))
+        METHODS.register(name)(Method(name, fn, dict(params), dict(grid or {}), summary_of(fn), style, auto,
+                                      reads_reserve, needs_flagged))
         return fn
 
     return decorator
+
+
+def reads_reserve(name: str) -> bool:
+    """Whether method ``name`` trains on the clean reserve (an unknown name: no)."""
+    return name in METHODS and METHODS.get(name).reads_reserve
+
+
+def needs_flagged(name: str) -> bool:
+    """Whether method ``name`` needs a non-empty S_f (an unknown name: yes, as every corrective method)."""
+    return name not in METHODS or METHODS.get(name).needs_flagged
 
 
 def summary_of(fn: Callable) -> str:
@@ -114,4 +126,5 @@ from . import (anp, bad_teacher, catastrophic_forgetting, exact_unlearning, ft_a
                l1_sparse, nad, neggrad, neggrad_plus, npo, potion, random_label, rem, rum, salun, scrub, ssd)  # noqa: F401
 
 __all__ = ["METHODS", "AutoCandidate", "ConfigError", "Method", "Param", "RECIPE_TYPES", "SharedWork", "Task",
-           "Unlearned", "expand_grid", "expand_settings", "hparams_key", "method", "summary_of"]
+           "Unlearned", "expand_grid", "expand_settings", "hparams_key", "method", "needs_flagged", "reads_reserve",
+           "summary_of"]

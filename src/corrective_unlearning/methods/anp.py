@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..reserve import CLEAN_SAMPLES, reserve_samples, uses_reserve
+from ..reserve import CLEAN_SAMPLES, reserve_samples
 from . import Param, method
 from .task import Task, Unlearned
 
@@ -77,12 +77,12 @@ def set_perturbed(layers: list[MaskedBatchNorm], on: bool) -> None:
         layer.perturbed = on
 
 
-@uses_reserve("anp")
 @method("anp", params={"clean_samples": CLEAN_SAMPLES, "iterations": Param(int, 2000, low=1),
                        "batch_size": Param(int, 256, low=1), "lr": 0.2, "eps": Param(float, 0.4, low=0),
                        "anp_steps": Param(int, 1, low=1), "alpha": Param(float, 0.2, low=0, high=1),
                        "threshold": Param(float, 0.2, low=0, high=1, doc="masks below it are pruned")},
-        grid={}, style=("crimson", "v"))
+        grid={}, style=("crimson", "v"),
+        reads_reserve=True, needs_flagged=False)
 def anp(task: Task, hp: dict) -> Unlearned:
     """Adversarial Neuron Pruning: batch-norm neuron masks learned on the clean reserve under adversarial
     perturbation of the neurons (eps 0.4, one step, alpha 0.2; 2000 iterations of batch 256, mask lr 0.2), then

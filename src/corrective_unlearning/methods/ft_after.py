@@ -3,16 +3,16 @@ the flagged samples taught, then FT (:mod:`.ft_clean`, same defaults) repairs on
 (the first method's) and the reserve."""
 from __future__ import annotations
 
-from ..reserve import reserve_samples, uses_reserve
+from ..reserve import reserve_samples
 from . import METHODS, Param, method
 from .defence_common import finetune_on_reserve
 from .ft_clean import PARAMS as FT_PARAMS
 from .task import Task, Unlearned
 
 
-@uses_reserve("ft_after", flagged=True)
 @method("ft_after", params={"first": Param(str, "rem", doc="a registered corrective method"),
-                            "first_params": Param(dict, {}), **FT_PARAMS}, grid={}, style=("slategray", "X"))
+                            "first_params": Param(dict, {}), **FT_PARAMS}, grid={}, style=("slategray", "X"),
+        reads_reserve=True)
 def ft_after(task: Task, hp: dict) -> Unlearned:
     """``first`` (a registered corrective method, default REM, with ``first_params``) on the task, then FT on the
     clean reserve from its result (ft_clean's defaults: 100 epochs, batch 256, lr 0.01).

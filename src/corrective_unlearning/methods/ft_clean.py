@@ -7,7 +7,7 @@ and weight decay over the reserve (``clean_samples`` of it, default all), with t
 """
 from __future__ import annotations
 
-from ..reserve import CLEAN_SAMPLES, reserve_samples, uses_reserve
+from ..reserve import CLEAN_SAMPLES, reserve_samples
 from . import Param, method
 from .defence_common import finetune_on_reserve
 from .task import Task, Unlearned
@@ -17,8 +17,8 @@ PARAMS = {"clean_samples": CLEAN_SAMPLES, "epochs": Param(float, 100.0, low=0, c
           "steps": Param(int, None, low=1, nullable=True, doc="null: epochs over the reserve")}
 
 
-@uses_reserve("ft_clean")
-@method("ft_clean", params=PARAMS, grid={}, style=("darkgreen", "s"))
+@method("ft_clean", params=PARAMS, grid={}, style=("darkgreen", "s"),
+        reads_reserve=True, needs_flagged=False)
 def ft_clean(task: Task, hp: dict) -> Unlearned:
     """Fine-tuning on clean data (BackdoorBench's FT): M_o trained on the clean reserve for ``epochs`` epochs (100)
     at batch 256, lr 0.01, weight decay 5e-4; no flagged sample is read."""

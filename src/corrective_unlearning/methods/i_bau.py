@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..reserve import CLEAN_SAMPLES, reserve_samples, uses_reserve
+from ..reserve import CLEAN_SAMPLES, reserve_samples
 from . import Param, method
 from .task import Task, Unlearned
 
@@ -59,12 +59,12 @@ def hypergradient(model: nn.Module, params: list[torch.Tensor], x: torch.Tensor,
             for p, a, b in zip(params, g_theta, indirect)]
 
 
-@uses_reserve("i-bau")
 @method("i-bau", params={"clean_samples": CLEAN_SAMPLES, "rounds": Param(int, 5, low=1), "K": Param(int, 5, low=1),
                          "batch_size": Param(int, 256, low=1), "lr": 1e-4, "pert_lr": 10.0, "pert_reg": 1e-3,
                          "radius": Param(float, 10.0, low=0), "inner_lr": 0.1, "inner_reg": 1e-4,
                          "outer_portion": Param(float, 0.01, low=0, high=1, closed="right")},
-        grid={}, style=("darkviolet", "P"))
+        grid={}, style=("darkviolet", "P"),
+        reads_reserve=True, needs_flagged=False)
 def i_bau(task: Task, hp: dict) -> Unlearned:
     """Implicit Backdoor Adversarial Unlearning: 5 rounds of (a universal adversarial perturbation found on the
     clean reserve; one pass of Adam steps, lr 1e-4, batch 256, on the implicit hypergradient with K = 5

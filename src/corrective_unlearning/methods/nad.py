@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..reserve import CLEAN_SAMPLES, reserve_samples, uses_reserve
+from ..reserve import CLEAN_SAMPLES, reserve_samples
 from ..training import Batch
 from . import Param, method
 from .defence_common import feature_units, finetune_on_reserve
@@ -40,7 +40,6 @@ def attention_loss(student: torch.Tensor, teacher: torch.Tensor, p: float = 2.0)
     return F.mse_loss(attention_map(student, p), attention_map(teacher, p))
 
 
-@uses_reserve("nad")
 @method("nad", params={"clean_samples": CLEAN_SAMPLES, "teacher_epochs": Param(float, 10.0, low=0, closed="neither"),
                        "epochs": Param(float, 100.0, low=0, closed="neither"), "batch_size": Param(int, 256, low=1),
                        "lr": 0.01, "weight_decay": 1e-4, "betas": Param(list[float], [500.0, 1000.0, 1000.0]),
@@ -48,7 +47,8 @@ def attention_loss(student: torch.Tensor, teacher: torch.Tensor, p: float = 2.0)
                        "steps": Param(int, None, low=1, nullable=True, doc="null: epochs over the reserve"),
                        "teacher_steps": Param(int, None, low=1, nullable=True,
                                               doc="null: teacher_epochs over the reserve")},
-        grid={}, style=("darkorange", "D"))
+        grid={}, style=("darkorange", "D"),
+        reads_reserve=True, needs_flagged=False)
 def nad(task: Task, hp: dict) -> Unlearned:
     """Neural Attention Distillation: a teacher fine-tuned on the clean reserve (10 epochs), then M_o distilled
     towards the teacher's attention maps at its last three feature layers (betas 500, 1000, 1000; p 2) with

@@ -76,7 +76,7 @@ class Task:
     # val_idx (which is then the selection split only) and from training; None = no reserve (defences refuse).
     clean_idx: torch.Tensor | None = field(default=None, repr=False)
     # True only for a task of the 0% discovery column: S_f may be empty, and only methods that need no flagged
-    # sample (reserve.needs_flagged) run on it.
+    # sample (Method.needs_flagged) run on it.
     allow_empty_forget: bool = field(default=False, repr=False)
     # -- end clean reserve -------------------------------------------------------------------------------------------
 

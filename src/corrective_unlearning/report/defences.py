@@ -9,7 +9,7 @@ from collections import defaultdict
 import numpy as np
 
 from ..evaluation import defense_effectiveness
-from ..reserve import needs_flagged, reads_reserve
+from ..methods import needs_flagged, reads_reserve
 from ..runner.spec import ORIGINAL
 from ..selection import manipulation_variant
 from .attacks import attack_label

@@ -28,10 +28,10 @@ from typing import Iterator
 from ..config import ConfigError, RunConfig, apply_overrides, from_dict, read_yaml
 from ..forget_sets import ForgetSetSpec, parse_forget_sets
 from ..manipulations import check_params
-from ..methods import METHODS, expand_settings, hparams_key
+from ..methods import METHODS, expand_settings, hparams_key, needs_flagged, reads_reserve
 from ..models import MODELS
 from ..references import REFERENCES
-from ..reserve import DEFAULT_FRACTION, check_fraction, needs_flagged, reads_reserve
+from ..reserve import DEFAULT_FRACTION, check_fraction
 from ..suspects import ranking_names
 
 ORIGINAL = "original"
