@@ -143,16 +143,9 @@ def healing(results_dir: str, doc: str | None) -> str:
     text = ("#### healing: K = 0 against K auto (combined), guarded selection; healed test / healed S_m / utility, "
             "accuracies in % on clean labels\n\n" +
             markdown_table(["manipulation", "method", "rate", "auto K", "P / R / F1 of the K", "K = 0", "K auto",
-                   "self-check"], rows))
+                            "self-check"], rows))
     if doc:
-        path = Path(doc)
-        old = path.read_text() if path.exists() else ""
-        if HEAL_BEGIN in old and HEAL_END in old:
-            head, rest = old.split(HEAL_BEGIN, 1)
-            _, tail = rest.split(HEAL_END, 1)
-            path.write_text(f"{head}{HEAL_BEGIN}\n{text}\n{HEAL_END}{tail}")
-        else:
-            path.write_text(f"{old.rstrip()}\n\n{HEAL_BEGIN}\n{text}\n{HEAL_END}\n")
+        write_between(Path(doc), HEAL_BEGIN, HEAL_END, text, empty="")
     return text
 
 
@@ -303,15 +296,20 @@ def report(results: list[dict], rates: list[float], names: list[str], doc: str |
                  f"the others at {rates[-1]:.0%})\n\n" + markdown_table(["manipulation", "forward"] + [short.get(n, n) for n in names], rows))
     text = "\n\n".join(parts)
     if doc:
-        path = Path(doc)
-        old = path.read_text() if path.exists() else f"# Detectors\n\n{BEGIN}\n{END}\n"
-        if BEGIN in old and END in old:
-            head, rest = old.split(BEGIN, 1)
-            _, tail = rest.split(END, 1)
-            path.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
-        else:
-            path.write_text(f"{old.rstrip()}\n\n{BEGIN}\n{text}\n{END}\n")
+        write_between(Path(doc), BEGIN, END, text, empty=f"# Detectors\n\n{BEGIN}\n{END}\n")
     return text
+
+
+def write_between(path: Path, begin: str, end: str, text: str, empty: str) -> None:
+    """``text`` between the markers ``begin`` and ``end`` of ``path`` (the rest kept), or appended with them;
+    ``empty``: the file's text when it does not exist yet."""
+    old = path.read_text() if path.exists() else empty
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        path.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
+    else:
+        path.write_text(f"{old.rstrip()}\n\n{begin}\n{text}\n{end}\n")
 
 
 if __name__ == "__main__":
