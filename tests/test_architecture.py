@@ -53,7 +53,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("proxies", "manipulations", "cache"),
     ("capacity", "evaluation"),
     ("models", "training", "triggers", "data", "reserve"),  # reserve: the clean part of the validation split
-    ("registry", "records", "runtime", "checks", "progress", "selection"),
+    ("registry", "records", "runtime", "checks", "progress", "selection", "hidden_count"),
 )
 
 LAZY = re.compile(r"#\s*lazy:\s*\S")

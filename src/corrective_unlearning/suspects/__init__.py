@@ -57,6 +57,7 @@ import torch
 from torch import nn
 
 from ..checks import Param, check_values, declare, defaults_of
+from ..hidden_count import average_ranks, self_check
 from ..inputs import flagged_indices, training_data
 from ..registry import Registry
 from ..runtime import Runtime, Stopwatch
@@ -186,22 +187,6 @@ class Suspects:
         return {"k": len(self.indices), "found": found, "undiscovered": len(manipulated),
                 "precision": found / len(self.indices) if len(self.indices) else float("nan"),
                 "recall": found / len(manipulated) if len(manipulated) else float("nan")}
-
-
-def average_ranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks of ``x`` ascending, ties sharing their average rank."""
-    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-    last = np.cumsum(counts)
-    return (last - (counts - 1) / 2.0)[inverse.reshape(-1)]
-
-
-def self_check(scores: np.ndarray, flagged: np.ndarray) -> float:
-    """AUC (Mann-Whitney, ties count half) of the flagged rows' scores against the other rows'."""
-    n_f, n_c = int(flagged.sum()), int((~flagged).sum())
-    if n_f == 0 or n_c == 0:
-        return float("nan")
-    ranks = average_ranks(scores)
-    return float((ranks[flagged].sum() - n_f * (n_f + 1) / 2.0) / (n_f * n_c))
 
 
 def self_check_weight(auc: float) -> float:
@@ -416,7 +401,7 @@ def suspects(
 # registration, one name per ranking file:
 from . import activation_clustering, embedding, gradient, label_issues, outlier, scan, spectral, strip  # noqa
 
-from .auto import choose_k  # noqa: E402  (it reads self_check, defined above)
+from .auto import choose_k  # noqa: E402,F401
 
 __all__ = ["COMBINED", "DEFAULT_COMBINED", "Features", "RANKINGS", "Ranking", "Suspects", "average_ranks", "choose_k",
            "features_of", "rank_features", "rank_suspects", "ranking", "ranking_names", "self_check",
