@@ -39,6 +39,7 @@ HPARAMS = {
     "salun": {"epochs": 1, "steps": 4},
     "scrub": {"epochs": 2, "msteps": 1, "max_steps": 6},
     "ssd": {},
+    "trigger_synthesis": {"synth_steps": 6, "steps": 6, "checks": 2},
 }
 
 

@@ -28,10 +28,12 @@ RECIPE_TYPES = typing.get_type_hints(Recipe)
 @dataclass(frozen=True)
 class AutoCandidate:
     """A method that ``method="auto"`` runs (:mod:`..fix.auto`): ``rank`` orders the candidates (they run in that
-    order, and the first wins a tie); ``space`` is its search space, as a grid config's ``{grid, params}``."""
+    order, and the first wins a tie); ``space`` is its search space, as a grid config's ``{grid, params}``; ``why``:
+    where the benchmark maps show it winning, for the report's account of the choice."""
 
     rank: int
     space: dict
+    why: str = ""
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,8 @@ def hparams_key(hparams: dict[str, Any]) -> str:
 
 # registration, one name per method file (anp, ft_after, ft_clean, i_bau, nad: the clean-data defences)
 from . import (anp, bad_teacher, catastrophic_forgetting, exact_unlearning, ft_after, ft_clean, i_bau,  # noqa: E402,F401
-               l1_sparse, nad, neggrad, neggrad_plus, npo, potion, random_label, rem, rum, salun, scrub, ssd)  # noqa: F401
+               l1_sparse, nad, neggrad, neggrad_plus, npo, potion, random_label, rem, rum, salun, scrub, ssd,
+               trigger_synthesis)  # noqa: F401
 
 __all__ = ["METHODS", "AutoCandidate", "ConfigError", "Method", "Param", "RECIPE_TYPES", "SharedWork", "Task",
            "Unlearned", "expand_grid", "expand_settings", "hparams_key", "method", "needs_flagged", "reads_reserve",
