@@ -221,9 +221,9 @@ def test_an_executor_refuses_bad_options_before_any_worker(tmp_path):
 # --------------------------------------------------------------------------------------- registry metadata
 def test_styles_and_auto_candidates_come_from_the_registry():
     assert method_style("rem") == {"color": "navy", "marker": "d"}
-    assert list(CANDIDATES) == ["rem", "ssd", "npo", "cf"]  # the order they run in (and win ties)
-    assert CANDIDATES["ssd"] == {"params": {"alpha_scale": "relative", "lambda_ratio": 0.1},
-                                 "grid": {"alpha": [10, 20, 45]}}
+    # the order they run in (and win ties)
+    assert list(CANDIDATES) == ["trigger_synthesis", "rem", "npo", "cf"]
+    assert CANDIDATES["rem"] == {"grid": {"lr": [0.005]}}
 
 
 def test_one_settings_expansion():

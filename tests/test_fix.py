@@ -180,6 +180,26 @@ def test_auto_runs_every_candidate_and_returns_the_chosen_one(user_setting, monk
         correct(model, data, [1], method="auto", hparams={"alpha": 3}, device="cpu")
 
 
+def test_the_report_says_why_auto_chose_its_pick():
+    from types import SimpleNamespace
+
+    from corrective_unlearning.fix.report import why_chosen
+
+    def row(method, val_acc, score, chosen=False):
+        return {"method": method, "hparams": {"lr": 0.1}, "status": "ok", "metrics": {"val_acc": val_acc},
+                "score": score, "guard": "within" if val_acc >= 88.0 else "fallback", "chosen": chosen}
+
+    report = SimpleNamespace(max_val_drop=2.0, original_scores={"val_acc": 90.0},
+                             candidates=[row("rem", 89.0, 80.0), row("trigger_synthesis", 91.0, 84.5, chosen=True),
+                                         row("npo", 70.0, 95.0), {"method": "cf", "status": "failed"}])
+    assert why_chosen(report) == ("Chosen: trigger_synthesis lr=0.1, score 84.5, 4.5 points ahead of rem (80.0) "
+                                  "among the candidates within the drop; outside it (lost more validation "
+                                  "accuracy): npo.")
+    report.candidates = [row("npo", 70.0, 95.0, chosen=True), row("rem", 60.0, 99.0)]
+    assert why_chosen(report) == ("No candidate kept validation accuracy within 2 points, so auto took npo, the "
+                                  "one that kept the most (70.0).")
+
+
 # ------------------------------------------------------------------------------------------ readers of the CLI
 def test_flagged_files_in_every_format(tmp_path):
     (tmp_path / "f.txt").write_text("# found by review\n3\n\n17  # twice checked\n 42\n")

@@ -1,10 +1,13 @@
 """``method="auto"``: run the candidates the benchmark found strongest, each over its search space, and pick one by
 the guarded non-peeking rule on the user's validation data (:mod:`..selection`).
 
-Why these candidates (README, "REM, Potion and the regularity x discovery map", and the paper-1 tables):
-REM scored best on poison at 10-50% discovery and stayed near the original elsewhere; SSD was the strongest of the
-paper-1 methods on poison; NPO is the cheap removal REM builds on; CF (fine-tuning on the retain set) edged ahead
-on interclass and random labels. Every candidate is scored by the paper's rule (mean of deletion change on S_f and
+Why these candidates (each registration's ``AutoCandidate.why``, from the maps: docs/heal-fashion-mnist.md,
+docs/attacks-fashion-mnist.md and the paper-1 tables): trigger synthesis heals the backdoors of the attack map at
+10% discovery, where REM heals poison with a patch, BPP or the label-consistent trigger; NPO is the cheap removal
+REM builds on; CF (fine-tuning on the retain set) edged ahead on interclass and random labels. SSD (three alphas)
+and REM's other two learning rates left the list: in the attack map's guarded tables SSD never beats the best of
+these, and together they cost about as much as the rest, which kept ``auto`` over 2 minutes on the Fashion-MNIST
+CPU recipe. Every candidate is scored by the paper's rule (mean of deletion change on S_f and
 validation accuracy) among those whose validation accuracy is within ``max_val_drop`` points of the original's,
 so a collapsed model that flips every flagged sample is never chosen.
 """
@@ -76,6 +79,7 @@ def run_auto(task: Task, scores: Callable[[nn.Module], dict], original_scores: d
             models.append(None)
             continue
         rows.append({"method": name, "hparams": METHODS.get(name).resolve(hparams), "status": "ok",
+                     "why": METHODS.get(name).auto.why if METHODS.get(name).auto else "",
                      "seconds": clock.seconds, "shared_seconds": sum(result.shared.paid.values()),
                      "shared_reused": [str(key) for key in result.shared.reused],
                      "metrics": scores(result.model), "setting_index": index,

@@ -118,6 +118,36 @@ def backdoor_notes(report: CorrectionReport) -> list[str]:
     return lines
 
 
+def synthesis_lines(notes: dict) -> list[str]:
+    """What trigger synthesis found and did, from its notes (nothing for another method)."""
+    rounds = notes.get("rounds") if isinstance(notes, dict) else None
+    if not rounds or "forms" not in rounds[0]:
+        return []
+    lines = ["", "## The reconstructed trigger", ""]
+    for number, run in enumerate(rounds, 1):
+        prefix = f"Round {number}: " if len(rounds) > 1 else ""
+        chosen = run["chosen"]
+        sizes = "; ".join(", ".join(f"{k} {v}" for k, v in run["forms"][f].items()
+                                    if k in ("mask_pixels", "mask_fraction", "mean_abs_change", "warp_pixels"))
+                          for f in chosen)
+        lines.append(f"- {prefix}target {run['target']} (flagged samples' {run['source_classes']} as the source); "
+                     f"form {' + '.join(chosen)} ({sizes}), chosen by attack success x similarity of the embedding "
+                     f"shift to the flagged samples': " + ", ".join(
+                         f"{f} {v['attack_success']:.3f} x {v['similarity']:.3f}" for f, v in run["forms"].items()))
+        lines.append("- attack success of the reconstruction on clean validation images: "
+                     + ", ".join(f"{f} {run['forms'][f]['attack_success']:.3f} before, {after:.3f} after"
+                                 for f, after in run["attack_success_after"].items()))
+        if "suspects" in run:
+            lines.append(f"- left out of the fine-tuning as carrying the trigger: {run['suspects']['k']} training "
+                         f"samples ({run['suspects']['reason']})")
+        lines.append(f"- fine-tuning: {run['steps']} steps on {run['retain']} samples, validation accuracy at each "
+                     f"check {run['val_acc']}" + ("; stopped by the validation guard" if run["guard_stopped"]
+                                                  else ""))
+    if "then" in notes:
+        lines.append(f"- then {notes['then']['method']} {_short(notes['then']['hparams'])}")
+    return lines
+
+
 def _pct(value) -> str:
     return "   n/a" if value is None else f"{value:6.1f}"
 
@@ -146,6 +176,7 @@ def render_markdown(report: CorrectionReport, figures: list) -> str:
     notes = backdoor_notes(report)
     if notes:
         lines += [""] + [f"- {note}" for note in notes]
+    lines += synthesis_lines(report.method_notes)
     flips = report.flipped
     lines += ["", f"Predictions changed on {flips['training_samples']} training samples: {flips['in_deletion_set']} in "
               f"the deletion set, {flips['outside']} outside it (every one in `flipped.csv`).", ""]
@@ -161,16 +192,17 @@ def render_markdown(report: CorrectionReport, figures: list) -> str:
                   f"{report.max_val_drop:g} points below the original's "
                   f"({report.original_scores['val_acc']:.1f}); no test data is read.", "",
                   "| method | hyperparameters | validation acc | deletion change | score | within the drop | seconds |"
-                  " chosen |", "|---|---|---|---|---|---|---|---|"]
+                  " chosen | a candidate because it wins on |", "|---|---|---|---|---|---|---|---|---|"]
         for row in report.candidates:
             if row["status"] != "ok":
-                lines.append(f"| {row['method']} | {row['hparams']} | failed: {row['error'][:80]} | | | | | |")
+                lines.append(f"| {row['method']} | {row['hparams']} | failed: {row['error'][:80]} | | | | | | |")
                 continue
             m = row["metrics"]
             lines.append(f"| {row['method']} | {_short(row['hparams'])} | {_fmt(m['val_acc'])} | "
                          f"{_fmt(m['deletion_change'])} | {_fmt(row['score'])} | "
                          f"{'yes' if row['guard'] == 'within' and _within(report, m) else 'no'} | "
-                         f"{_seconds(row)} | {'**yes**' if row['chosen'] else ''} |")
+                         f"{_seconds(row)} | {'**yes**' if row['chosen'] else ''} | {row.get('why', '')} |")
+        lines += ["", why_chosen(report)]
         if report.skipped_candidates:
             lines.append("")
         for skipped in report.skipped_candidates or []:
@@ -178,6 +210,26 @@ def render_markdown(report: CorrectionReport, figures: list) -> str:
                          f"this model: {skipped['reason']}")
     lines += ["", "## Figures", ""] + [f"![{f.stem}]({f.as_posix()})" for f in figures]
     return "\n".join(lines) + "\n"
+
+
+def why_chosen(report: CorrectionReport) -> str:
+    """One sentence: the pick, its score, its lead over the runner-up within the drop, and who fell outside."""
+    ok = [r for r in report.candidates if r["status"] == "ok"]
+    chosen = next(r for r in ok if r.get("chosen"))
+    within = [r for r in ok if r["guard"] == "within" and _within(report, r["metrics"])]
+    outside = sorted({r["method"] for r in ok if r not in within})
+    if chosen not in within:
+        return (f"No candidate kept validation accuracy within {report.max_val_drop:g} points, so auto took "
+                f"{chosen['method']}, the one that kept the most ({_fmt(chosen['metrics']['val_acc'])}).")
+    others = sorted((r for r in within if r is not chosen), key=lambda r: -r["score"])
+    text = f"Chosen: {chosen['method']} {_short(chosen['hparams'])}, score {_fmt(chosen['score'])}"
+    if others:
+        text += (f", {chosen['score'] - others[0]['score']:.1f} points ahead of {others[0]['method']} "
+                 f"({_fmt(others[0]['score'])})")
+    text += " among the candidates within the drop"
+    if outside:
+        text += f"; outside it (lost more validation accuracy): {', '.join(outside)}"
+    return text + "."
 
 
 def _seconds(row: dict) -> str:

@@ -7,7 +7,8 @@ from .task import Task, Unlearned
 
 
 @method("cf", params={"last_k": Param(int | str, "all"), "steps": None, "lr": None}, grid={"last_k": ["all", 2, 4]},
-        style=("tab:orange", "s"), auto=AutoCandidate(3, {"grid": {"last_k": ["all"]}}))
+        style=("tab:orange", "s"), auto=AutoCandidate(3, {"grid": {"last_k": ["all"]}}, "interclass and random "
+                                                                         "labels (paper 1's tables)"))
 def catastrophic_forgetting(task: Task, hp: dict) -> Unlearned:
     """Catastrophic forgetting: fine-tune the original on the retain set for a quarter of recipe A's steps
     (1000 of 4000; 1500 of 6000), lr 0.025; last_k = k fine-tunes only the last k layers, the rest frozen and

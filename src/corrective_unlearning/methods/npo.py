@@ -47,7 +47,9 @@ def forget_accuracy(task: Task, model: nn.Module) -> float:
 @method("npo", params={"beta": Param(float, 1.0, low=0, closed="neither"), "lr": 0.005,
                        "stop_acc": Param(float, 0.2, low=0, high=1, doc="a fraction of S_f"),
                        "max_epochs": Param(int, 100, low=1), "steps": None},
-        grid={"lr": [0.001, 0.005, 0.025]}, style=("gold", "*"), auto=AutoCandidate(2, {"grid": {"lr": [0.005]}}))
+        grid={"lr": [0.001, 0.005, 0.025]}, style=("gold", "*"),
+        auto=AutoCandidate(2, {"grid": {"lr": [0.005]}},
+                           "all-to-all and WaNet in the attack map (with an accuracy cost); about a second"))
 def npo(task: Task, hp: dict) -> Unlearned:
     """NPO: gradient descent on the NPO loss over S_f with M_o as the reference, epoch by epoch until the
     accuracy on S_f (given labels) is <= stop_acc (beta 1, stop_acc 0.2, at most 100 epochs, lr 0.005).

@@ -143,7 +143,8 @@ def spare_capacity(task: Task, hp: dict) -> tuple[WideModel, str]:
                        "max_flush_passes": Param(int, 100, low=0), "spare_fraction": WIDEN_PARAMS["spare_fraction"],
                        "p_on": WIDEN_PARAMS["p_on"], "retain_eval": 2000},
         grid={"lr": [0.001, 0.005, 0.025]}, style=("navy", "d"),
-        auto=AutoCandidate(0, {"grid": {"lr": [0.001, 0.005, 0.025]}}))
+        auto=AutoCandidate(1, {"grid": {"lr": [0.005]}}, "poison at 10-50% discovery (patch, BPP, "
+                                                                "label-consistent); the attack map's setting"))
 def rem(task: Task, hp: dict) -> Unlearned:
     """REM: spare capacity added to M_o; rounds of an NPO flush of S_f with spare capacity off (until acc(S_f) <=
     0.2, at most 100 passes) and a repair pass over the training set redirecting S_f to one shared spare mask;

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import AutoCandidate, Param, method
+from . import Param, method
 from .task import Task, Unlearned
 
 ALPHAS = [0.1, 1, 10, 50, 100, 500, 1e3, 1e4, 1e5, 1e6]
@@ -145,8 +145,6 @@ def equivalence_key(hp: dict) -> tuple | None:
             "importance_samples": Param(int, None, low=1, nullable=True, doc="null: every sample")},
     grid={"alpha": ALPHAS, "lambda_ratio": LAMBDA_RATIOS},
     style=("tab:green", "D"),
-    auto=AutoCandidate(1, {"params": {"alpha_scale": "relative", "lambda_ratio": 0.1},
-                           "grid": {"alpha": [10, 20, 45]}}),
 )
 def selective_synaptic_dampening(task: Task, hp: dict) -> Unlearned:
     """Selective synaptic dampening: shrink weights far more important to S_f than to the data (alpha,
