@@ -274,6 +274,32 @@ def test_corrective_fix_end_to_end_on_a_benchmark_run(tmp_path, capsys):
     assert f"{by_hand:.3f}" in printed and "DER" in (out / "report.md").read_text()
 
 
+def test_corrective_fix_with_trigger_synthesis_reports_the_reconstruction(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    assert main(["train", "--dataset", "synthetic", "--manipulation", "poison", "--n", "40", "--quiet",
+                 "--out", str(runs), "--flag", "0.5", "dataset.val_size=16"]) == 0
+    run = next(runs.iterdir())
+    out = tmp_path / "fixed"
+    assert main(["fix", "--model", str(run / "model.safetensors"), "--data", str(run), "--flagged",
+                 str(run / "flagged.txt"), "--method", "trigger_synthesis", "--hparams",
+                 "{synth_steps: 5, steps: 4, checks: 2}", "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+    notes = json.loads((out / "record.json").read_text())["method_notes"]
+    assert set(notes["rounds"][0]["forms"]) == {"mask", "additive", "warp"}
+    text = (out / "report.md").read_text()
+    assert "## The reconstructed trigger" in text and "attack success of the reconstruction" in text
+
+
+def test_trigger_synthesis_runs_on_float_images_through_correct(user_setting):
+    """Blobs are float images as the model reads them (no 0-255 scale); the flagged samples are class 0's."""
+    model, data = user_setting
+    _, report = correct(model, data, [0, 4, 8, 12], method="trigger_synthesis",
+                        hparams={"synth_steps": 5, "steps": 3, "checks": 1, "form": "mask"}, recipe=TINY,
+                        validation=Blobs(40, 1), device="cpu")
+    round_ = report["method_notes"]["rounds"][0]
+    assert round_["chosen"] == ["mask"] and round_["target"] == 0
+    assert 0.0 <= round_["forms"]["mask"]["mask_fraction"] <= 1.0
+
+
 def test_corrective_fix_names_a_bad_argument(tmp_path, capsys):
     (tmp_path / "f.txt").write_text("1\n")
     code = main(["fix", "--model", str(tmp_path / "none.safetensors"), "--arch", "small_cnn", "--data",
