@@ -10,6 +10,8 @@ there.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from helpers import same, state
@@ -205,3 +207,6 @@ def test_bad_values_are_refused_before_any_work():
         METHODS.get("trigger_synthesis")(task, {"then": "trigger_synthesis"})
     with pytest.raises(ValueError, match="form"):
         METHODS.get("trigger_synthesis")(task, {"form": "patch"})
+    blind = dataclasses.replace(task, val_idx=task.val_idx[:0], val_labels=task.val_labels[:0])
+    with pytest.raises(ValueError, match="no validation data"):
+        METHODS.get("trigger_synthesis")(blind, {})

@@ -402,6 +402,8 @@ def reconstruct(task: Task, model: nn.Module, hp: dict) -> tuple[list[Reconstruc
     notes = {"target": evidence.target if evidence.target is not None else "untargeted",
              "source_classes": evidence.source_classes, "clean_images": len(evidence.clean),
              "clean_source": evidence.clean_origin, "chosen": chosen,
+             "chosen_by": "every form" if hp["form"] == "all" else "the form asked for" if len(forms) == 1 else
+             "the highest attack success x similarity on clean validation images",
              "forms": {f: {**{k: round(v, 4) for k, v in effects[f].items()},
                            "score": round(form_score(effects[f]), 4), **found[f].size()} for f in forms}}
     return [found[f] for f in chosen], {**notes, "evidence": evidence}
@@ -535,6 +537,9 @@ def trigger_synthesis(task: Task, hp: dict) -> Unlearned:
     the mask size or warp displacement, the attack success before and after unlearning, and the steps taken."""
     if hp["suspects"] != "auto" and not (isinstance(hp["suspects"], int) and hp["suspects"] >= 0):
         raise ValueError(f"trigger_synthesis: suspects: expected 'auto' or a count >= 0, got {hp['suspects']!r}")
+    if len(task.val_idx) == 0:
+        raise ValueError("trigger_synthesis: the task has no validation data, which its form choice and its guard "
+                         "read; give it some (dataset.val_size > 0, or validation= in correct())")
     if hp["then"] is not None and hp["then"] == "trigger_synthesis":
         raise ValueError("trigger_synthesis: then must be another method, not trigger_synthesis itself")
     then = METHODS.get(hp["then"]) if hp["then"] is not None else None
