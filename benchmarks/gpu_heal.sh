@@ -5,7 +5,8 @@
 #   bash benchmarks/gpu_heal.sh          # prints the tables; $OUT/heal-c10.txt and the results archive
 # The grid stops after GRID_SECONDS (480) and resumes on the next call with the same RESULTS (carry it, or keep the
 # machine warm); the tables cover what finished. Not yet run on a GPU (none was lent when it was written).
-# CPU smoke test (small CNN for ResNet-9, tiny budgets), see the closing note of the issue for its output:
+# CPU smoke test (small CNN for ResNet-9, tiny budgets), run before the commit on the shared 2-core CPU beside a
+# benchmark: 3 cells in 91 s, then the tables and the goal table printed (numbers meaningless at 20 training steps):
 #   OUT=/tmp/o RESULTS=/tmp/heal-smoke PYTHON=.venv/bin/python CORRECTIVE_DATA_DIR=<folder of cifar10-jpeg.npz>
 #   GRID_SECONDS=900 GRID_ARGS="model=small_cnn recipe.steps=20 dataset.val_size=500 rates=[0.1]
 #   'manipulations=[{name: poison, sizes: [500], params: {target: 0}}]' 'methods={trigger_synthesis: {params:
