@@ -1,8 +1,12 @@
 """What many test modules share as plain values and functions (fixtures are in conftest.py)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
+
+from corrective_unlearning.cli import main as cli_main
 
 from corrective_unlearning.methods import Task
 from corrective_unlearning.runner import deletion_set, make_task
@@ -42,3 +46,12 @@ def trained_like(model: nn.Module) -> nn.Module:
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.normal_(0, 0.2)
     return model.eval()
+
+
+def trained_run(tmp_path: Path, flag: str) -> Path:
+    """A ``corrective train`` run folder: the synthetic set poisoned with 40 samples, a ``flag`` share flagged, 16
+    samples held out for validation (what ``corrective fix`` end-to-end tests start from)."""
+    runs = tmp_path / "runs"
+    assert cli_main(["train", "--dataset", "synthetic", "--manipulation", "poison", "--n", "40", "--quiet",
+                     "--out", str(runs), "--flag", flag, "dataset.val_size=16"]) == 0
+    return next(runs.iterdir())

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from helpers import trained_run
 from torch import nn
 
 from corrective_unlearning.config import ConfigError
@@ -336,10 +337,7 @@ def test_the_defences_run_on_the_other_architectures(synthetic, runtime, model_n
 def test_corrective_fix_runs_a_defence_with_a_clean_reserve(tmp_path):
     from corrective_unlearning.cli import main
 
-    runs = tmp_path / "runs"
-    assert main(["train", "--dataset", "synthetic", "--manipulation", "poison", "--n", "40", "--quiet",
-                 "--out", str(runs), "--flag", "0.1", "dataset.val_size=16"]) == 0
-    run = next(runs.iterdir())
+    run = trained_run(tmp_path, "0.1")
     out = tmp_path / "fixed"
     assert main(["fix", "--model", str(run / "model.safetensors"), "--data", str(run), "--flagged",
                  str(run / "flagged.txt"), "--method", "i-bau", "--hparams", "{rounds: 1, K: 2}",

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from helpers import trained_run
 from safetensors.torch import save_file
 from torch import nn
 
@@ -243,10 +244,7 @@ def test_model_files_load_and_pickled_code_is_refused(tmp_path):
 
 
 def test_corrective_fix_end_to_end_on_a_benchmark_run(tmp_path, capsys):
-    runs = tmp_path / "runs"
-    assert main(["train", "--dataset", "synthetic", "--manipulation", "poison", "--n", "40", "--quiet",
-                 "--out", str(runs), "--flag", "0.5", "dataset.val_size=16"]) == 0
-    run = next(runs.iterdir())
+    run = trained_run(tmp_path, "0.5")
     flagged = read_flagged(run / "flagged.txt")
     assert len(flagged) == 20
     out = tmp_path / "fixed"
@@ -275,10 +273,7 @@ def test_corrective_fix_end_to_end_on_a_benchmark_run(tmp_path, capsys):
 
 
 def test_corrective_fix_with_trigger_synthesis_reports_the_reconstruction(tmp_path, capsys):
-    runs = tmp_path / "runs"
-    assert main(["train", "--dataset", "synthetic", "--manipulation", "poison", "--n", "40", "--quiet",
-                 "--out", str(runs), "--flag", "0.5", "dataset.val_size=16"]) == 0
-    run = next(runs.iterdir())
+    run = trained_run(tmp_path, "0.5")
     out = tmp_path / "fixed"
     assert main(["fix", "--model", str(run / "model.safetensors"), "--data", str(run), "--flagged",
                  str(run / "flagged.txt"), "--method", "trigger_synthesis", "--hparams",
