@@ -18,7 +18,8 @@ a trigger that erases the image leaves nothing to classify.
 
     python benchmarks/heal.py results/heal [results/heal-10] [--rate 0.1] [--doc docs/heal-fashion-mnist.md]
 
-``--doc`` writes the tables between the markers ``<!-- heal:tables -->`` and ``<!-- /heal:tables -->``.
+``--doc`` writes the tables between the markers ``<!-- heal:tables -->`` and ``<!-- /heal:tables -->`` (``--marker
+heal:seed1``: between ``<!-- heal:seed1 -->`` and ``<!-- /heal:seed1 -->``).
 """
 from __future__ import annotations
 
@@ -35,7 +36,6 @@ from corrective_unlearning.selection import manipulation_variant, mark_selection
 OURS = "trigger_synthesis"
 ORIGINAL = "original"
 GOAL = {"asr": 2.0, "ra_share": 0.95, "c_acc_loss": 1.0}
-MARKERS = ("<!-- heal:tables -->", "<!-- /heal:tables -->")
 
 
 def variant(record: dict) -> str:
@@ -149,7 +149,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="grid run folders (corrective run --out ...)")
     parser.add_argument("--rate", type=float, default=0.1, help="the discovery rate the goal is judged at")
-    parser.add_argument("--doc", default="", help="a markdown file whose heal markers receive the tables")
+    parser.add_argument("--doc", default="", help="a markdown file whose markers receive the tables")
+    parser.add_argument("--marker", default="heal:tables", help="the markers' name in --doc")
     args = parser.parse_args()
     records = [dict(r) for run in args.runs for r in load_run(Path(run))]
     seen, unique = set(), []
@@ -166,7 +167,8 @@ def main() -> None:
     if args.doc:
         path = Path(args.doc)
         doc = path.read_text()
-        start, end = doc.index(MARKERS[0]) + len(MARKERS[0]), doc.index(MARKERS[1])
+        opening, closing = f"<!-- {args.marker} -->", f"<!-- /{args.marker} -->"
+        start, end = doc.index(opening) + len(opening), doc.index(closing)
         path.write_text(doc[:start] + "\n\n" + text + "\n" + doc[end:])
 
 
