@@ -19,7 +19,7 @@ from torch import nn
 
 from corrective_unlearning.methods import METHODS, Method, Task, Unlearned
 from corrective_unlearning.methods import trigger_synthesis as synthesis
-from corrective_unlearning.methods.trigger_synthesis import (
+from corrective_unlearning.methods.reconstruction import (
     PixelScale,
     attack_target,
     reconstruct,
