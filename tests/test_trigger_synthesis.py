@@ -19,6 +19,7 @@ from torch import nn
 
 from corrective_unlearning.methods import METHODS, Method, Task, Unlearned
 from corrective_unlearning.methods import trigger_synthesis as synthesis
+from corrective_unlearning.methods.trigger_synthesis import within_guard
 from corrective_unlearning.methods.reconstruction import (
     PixelScale,
     attack_target,
@@ -93,6 +94,13 @@ def toy_task(backdoor: bool, flagged: int = 30) -> tuple[Task, torch.Tensor]:
 
 def hparams(**overrides) -> dict:
     return METHODS.get("trigger_synthesis").resolve({"synth_steps": 200, **overrides})
+
+
+def test_the_guard_is_inclusive_as_the_selection_rule_is():
+    # 2684 and 2654 of 3000 validation images: exactly one point apart, 1.0000000000000009 in floats
+    assert within_guard(2684 / 3000, 2654 / 3000, 1.0)
+    assert not within_guard(2684 / 3000, 2653 / 3000, 1.0)
+    assert within_guard(0.5, 0.9, 0.0)  # a gain is always within
 
 
 def test_target_is_the_flagged_label_or_untargeted_without_a_majority():
