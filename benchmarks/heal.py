@@ -1,7 +1,8 @@
 """Healing what nothing healed: every attack x discovery rate x method variant, and whether the goal is met.
 
 Reads one or more grid run folders (``corrective run configs/heal/fashion-mnist.yaml --out results/heal``) and
-prints, per discovery rate, the attack x variant table of ``C-Acc / ASR / RA / DER``. A *variant* is a method with
+prints, per discovery rate, the attack x variant table of ``C-Acc / ASR / RA / DER`` (each the mean over the
+runs' seeds). A *variant* is a method with
 one setting of the options that change what it does (trigger synthesis alone or followed by REM, each with or
 without expansion); a variant with several settings (a learning-rate grid) is reduced to the guarded rule's pick
 on validation data. Two reference columns follow:
@@ -68,33 +69,43 @@ def cell(record: dict, original: dict) -> dict:
             "der": defense_effectiveness(original["metrics"], m)}
 
 
-def entry(values: dict | None) -> str:
+def mean(values: list[dict]) -> dict:
+    """The mean over seeds of each metric of ``values`` (one dict per seed)."""
+    return {key: sum(v[key] for v in values) / len(values) for key in values[0]}
+
+
+def entry(values: dict | None, der: bool = True) -> str:
     if values is None:
         return "n/a"
-    return f"{values['c_acc']:.1f} / {values['asr']:.1f} / {values['ra']:.1f} / {values['der']:.2f}"
+    text = f"{values['c_acc']:.1f} / {values['asr']:.1f} / {values['ra']:.1f}"
+    return text + (f" / {values['der']:.2f}" if der else "")
 
 
 def tables(records: list[dict], rates: list[float]) -> tuple[list[str], dict]:
-    """The markdown tables per rate and the cells: (attack, n, rate) -> column -> values."""
+    """The markdown tables per rate and the cells: (attack, n, rate) -> column -> the mean over seeds (rate 0.0:
+    the originals under ``original``)."""
     originals = {(attack_label(r), r["n"], r["seed"]): r for r in records if r["method"] == ORIGINAL}
     by_variant = picks(records, variant)
     ours = picks(records, lambda r: "ours" if (r.get("base_method") or r["method"]) == OURS else None)
     variants = sorted({v for row in by_variant.values() for v in row if v != ORIGINAL},
                       key=lambda v: (not v.startswith(OURS), v))
-    cells: dict = defaultdict(dict)
+    seeds: dict = defaultdict(lambda: defaultdict(list))  # (attack, n, rate) -> column -> one dict per seed
+    for (attack, n, seed), original in originals.items():
+        seeds[(attack, n, 0.0)][ORIGINAL].append({k: original["metrics"][k] for k in ("c_acc", "asr", "ra")})
     for (attack, n, rate, seed), row in by_variant.items():
         original = originals.get((attack, n, seed))
         if original is None or rate == 0.0:
             continue
         for name, record in row.items():
-            cells[(attack, n, rate)][name] = cell(record, original)
+            seeds[(attack, n, rate)][name].append(cell(record, original))
         if "ours" in ours.get((attack, n, rate, seed), {}):
-            cells[(attack, n, rate)]["ours (guarded)"] = cell(ours[(attack, n, rate, seed)]["ours"], original)
-        existing = [(v, c) for v, c in cells[(attack, n, rate)].items()
-                    if not v.startswith(OURS) and v not in ("ours (guarded)", ORIGINAL, "best existing")]
-        if existing:
+            seeds[(attack, n, rate)]["ours (guarded)"].append(cell(ours[(attack, n, rate, seed)]["ours"], original))
+    cells = {key: {name: mean(values) for name, values in columns.items()} for key, columns in seeds.items()}
+    for key, row in cells.items():
+        existing = [(v, c) for v, c in row.items() if not v.startswith(OURS) and v not in ("ours (guarded)", ORIGINAL)]
+        if existing and key[2] != 0.0:
             name, best = max(existing, key=lambda item: item[1]["der"])
-            cells[(attack, n, rate)]["best existing"] = {**best, "name": name}
+            row["best existing"] = {**best, "name": name}
     lines = []
     attacks = sorted({(a, n) for a, n, _ in cells})
     for rate in rates:
@@ -104,11 +115,8 @@ def tables(records: list[dict], rates: list[float]) -> tuple[list[str], dict]:
             row = cells.get((attack, n, rate))
             if not row:
                 continue
-            original = originals[(attack, n, 0)]["metrics"] if (attack, n, 0) in originals else None
             best = row.get("best existing")
-            rows.append([f"{attack} (n={n})",
-                         "n/a" if original is None else
-                         f"{original['c_acc']:.1f} / {original['asr']:.1f} / {original['ra']:.1f}",
+            rows.append([f"{attack} (n={n})", entry(cells.get((attack, n, 0.0), {}).get(ORIGINAL), der=False),
                          *[entry(row.get(v)) for v in variants],
                          entry(best) + (f" [{best['name']}]" if best else ""), entry(row.get("ours (guarded)"))])
         if rows:
@@ -116,15 +124,16 @@ def tables(records: list[dict], rates: list[float]) -> tuple[list[str], dict]:
     return lines, cells
 
 
-def goal_lines(records: list[dict], cells: dict, rate: float) -> list[str]:
-    """Per attack, whether ``ours (guarded)`` meets the goal at ``rate``, and by how much it misses."""
-    originals = {(attack_label(r), r["n"]): r["metrics"] for r in records if r["method"] == ORIGINAL}
+def goal_lines(cells: dict, rate: float) -> list[str]:
+    """Per attack, whether ``ours (guarded)`` (mean over seeds) meets the goal at ``rate`` against the originals'
+    mean C-Acc, and by how much it misses."""
     rows = []
     for (attack, n, at), row in sorted(cells.items()):
         ours = row.get("ours (guarded)")
-        if at != rate or ours is None:
+        original = cells.get((attack, n, 0.0), {}).get(ORIGINAL)
+        if at != rate or ours is None or original is None:
             continue
-        c_acc = originals[(attack, n)]["c_acc"]
+        c_acc = original["c_acc"]
         misses = []
         if ours["asr"] > GOAL["asr"]:
             misses.append(f"ASR {ours['asr'] - GOAL['asr']:.1f} points above 2%")
@@ -162,7 +171,7 @@ def main() -> None:
             unique.append(record)
     rates = sorted({r["rate"] for r in unique if r["method"] != ORIGINAL})
     lines, cells = tables(unique, rates)
-    text = "\n".join(lines + goal_lines(unique, cells, args.rate))
+    text = "\n".join(lines + goal_lines(cells, args.rate))
     print(text)
     if args.doc:
         path = Path(args.doc)

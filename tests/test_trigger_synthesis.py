@@ -19,7 +19,7 @@ from torch import nn
 
 from corrective_unlearning.methods import METHODS, Method, Task, Unlearned
 from corrective_unlearning.methods import trigger_synthesis as synthesis
-from corrective_unlearning.methods.trigger_synthesis import within_guard
+from corrective_unlearning.methods.trigger_synthesis import Guard, within_guard
 from corrective_unlearning.methods.reconstruction import (
     PixelScale,
     attack_target,
@@ -101,6 +101,16 @@ def test_the_guard_is_inclusive_as_the_selection_rule_is():
     assert within_guard(2684 / 3000, 2654 / 3000, 1.0)
     assert not within_guard(2684 / 3000, 2653 / 3000, 1.0)
     assert within_guard(0.5, 0.9, 0.0)  # a gain is always within
+
+
+def test_the_guard_stops_only_a_fall_after_the_run_was_within_it():
+    guard = Guard(0.90, 1.0, patience=2)
+    # the first checks dip (not counted), then within, then two in a row outside: stop
+    assert [guard.check(v) for v in (0.80, 0.85, 0.88, 0.895, 0.88, 0.885)] == \
+        ["outside", "outside", "outside", "within", "outside", "stop"]
+    guard = Guard(0.90, 1.0, patience=2)
+    assert [guard.check(v) for v in (0.895, 0.85, 0.91, 0.85, 0.85)] == \
+        ["within", "outside", "within", "outside", "stop"]  # a check within resets the count
 
 
 def test_target_is_the_flagged_label_or_untargeted_without_a_majority():
