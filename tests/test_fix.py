@@ -181,6 +181,13 @@ def test_auto_runs_every_candidate_and_returns_the_chosen_one(user_setting, monk
         correct(model, data, [1], method="auto", hparams={"alpha": 3}, device="cpu")
 
 
+def test_the_reconstruction_section_is_only_for_trigger_synthesis():
+    from corrective_unlearning.fix.report import synthesis_lines
+
+    assert synthesis_lines("rem", {"rounds": 3, "scores": [0.5]}) == []  # REM's notes also have "rounds"
+    assert synthesis_lines("cf", {}) == []
+
+
 def test_the_report_says_why_auto_chose_its_pick():
     from types import SimpleNamespace
 

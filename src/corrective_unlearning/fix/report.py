@@ -118,11 +118,11 @@ def backdoor_notes(report: CorrectionReport) -> list[str]:
     return lines
 
 
-def synthesis_lines(notes: dict) -> list[str]:
+def synthesis_lines(method: str, notes: dict) -> list[str]:
     """What trigger synthesis found and did, from its notes (nothing for another method)."""
-    rounds = notes.get("rounds") if isinstance(notes, dict) else None
-    if not rounds or "forms" not in rounds[0]:
+    if method != "trigger_synthesis":
         return []
+    rounds = notes["rounds"]
     lines = ["", "## The reconstructed trigger", ""]
     for number, run in enumerate(rounds, 1):
         prefix = f"Round {number}: " if len(rounds) > 1 else ""
@@ -176,7 +176,7 @@ def render_markdown(report: CorrectionReport, figures: list) -> str:
     notes = backdoor_notes(report)
     if notes:
         lines += [""] + [f"- {note}" for note in notes]
-    lines += synthesis_lines(report.method_notes)
+    lines += synthesis_lines(report.method, report.method_notes)
     flips = report.flipped
     lines += ["", f"Predictions changed on {flips['training_samples']} training samples: {flips['in_deletion_set']} in "
               f"the deletion set, {flips['outside']} outside it (every one in `flipped.csv`).", ""]
