@@ -33,7 +33,7 @@ DEMO_RUN := runs/train-fashion-mnist-small_cnn-poison-n600-seed0
 demo: setup data
 	$(BIN)/corrective train --config configs/demo.yaml --flag 0.1
 	$(BIN)/corrective fix --model $(DEMO_RUN)/model.safetensors --data $(DEMO_RUN) --flagged $(DEMO_RUN)/flagged.txt \
-	  --method auto --hparams '{rem: {steps: 300}}' --out runs/demo-fixed --force
+	  --method auto --hparams '{rem: {steps: 200}}' --out runs/demo-fixed --force
 
 test: setup
 	$(BIN)/python -m pytest -q
