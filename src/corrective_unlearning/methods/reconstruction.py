@@ -207,7 +207,7 @@ def moment_gap(pixels: torch.Tensor, flagged: tuple[torch.Tensor, torch.Tensor])
 
 def synthesise(model: nn.Module, form: str, evidence: Evidence, scale: PixelScale, hp: dict,
                generator: torch.Generator) -> Reconstruction:
-    """Optimise one form's trigger on the frozen ``model`` (module docstring, step 3): attack loss on stamped
+    """Optimise one form's trigger on the frozen ``model`` (:mod:`.trigger_synthesis`, step 3): attack loss on stamped
     clean images + embedding pull towards S_f (away from the clean target class) + per-pixel moment match of
     stamped reference images with S_f + the size penalty. ``generator`` (on the images' device) draws batches."""
     clean, labels, reference = evidence.clean, evidence.clean_labels, evidence.reference

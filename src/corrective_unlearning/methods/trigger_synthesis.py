@@ -84,7 +84,7 @@ from .task import Task, Unlearned
 def stamping_loss(reconstructions: list[Reconstruction], scale: PixelScale, fraction: float,
                   generator: torch.Generator) -> Callable[[nn.Module, Batch], torch.Tensor]:
     """CE over the batch where rows outside the target class are stamped with a reconstruction with probability
-    ``fraction`` and keep their given labels (step 5)."""
+    ``fraction`` and keep their given labels (step 6)."""
     target = reconstructions[0].target
 
     def loss(forward: nn.Module, batch: Batch) -> torch.Tensor:
@@ -141,7 +141,7 @@ class Guard:
 
 def unlearn(task: Task, model: nn.Module, reconstructions: list[Reconstruction], hp: dict, round_: int,
             original_val: float, retain: torch.Tensor) -> tuple[nn.Module, dict]:
-    """Fine-tune a copy of ``model`` on ``retain`` with the stamping loss under the validation guard (step 5);
+    """Fine-tune a copy of ``model`` on ``retain`` with the stamping loss under the validation guard (step 6);
     returns the last checkpoint within the guard (``model`` itself when none) and the notes of the run."""
     scale = PixelScale(task.bank)
     steps = hp["steps"] or task.recipe.steps
