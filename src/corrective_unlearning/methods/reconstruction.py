@@ -17,6 +17,7 @@ from torch import nn
 from ..hidden_count import choose_k
 from ..proxies.entanglement import last_linear
 from ..training import ImageBank
+from ..triggers.wanet import identity_grid
 from .task import Task
 
 FORMS = ("mask", "additive", "warp")
@@ -58,16 +59,10 @@ class Reconstruction:
                                             (("mask", self.mask), ("pattern", self.pattern), ("flow", self.flow))})
 
 
-def identity_grid(height: int, width: int, device) -> torch.Tensor:
-    rows, cols = torch.linspace(-1, 1, height, device=device), torch.linspace(-1, 1, width, device=device)
-    y, x = torch.meshgrid(rows, cols, indexing="ij")
-    return torch.stack((x, y), dim=-1)[None]
-
-
 def warp(pixels: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """Resample ``pixels`` at the identity grid plus ``flow`` (bilinear, zero padding, as WaNet stamps)."""
     _, _, h, w = pixels.shape
-    grid = (identity_grid(h, w, pixels.device) + flow).clamp(-1, 1)
+    grid = (identity_grid(h, w).to(pixels.device) + flow).clamp(-1, 1)
     return F.grid_sample(pixels, grid.expand(len(pixels), -1, -1, -1), align_corners=True)
 
 
